@@ -1,0 +1,3 @@
+package ratelimit
+
+import _ "pgregory.net/rapid"
