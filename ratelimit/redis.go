@@ -1,0 +1,369 @@
+package ratelimit
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed check.lua
+var checkLua string
+
+// quotaGrace is how long a quota counter outlives its period in Redis.
+const quotaGrace = time.Hour
+
+// Redis is the limiter shared by the nodes of a cluster. Each Check is one Lua script, one round
+// trip, that reads Redis TIME, decides every limit and writes only if all of them allow, so
+// limits hold across nodes whatever their clocks say. While Redis fails it answers as its
+// StoreErrorMode says, and it tries Redis again after the retry backoff.
+type Redis struct {
+	client   redis.UniversalClient
+	script   *redis.Script
+	o        options
+	local    *Memory // the Local fallback; also remembers the last quota usage Redis reported
+	ctxAware bool    // the client bounds its socket I/O by the context deadline
+
+	storeErrors prometheus.Counter
+	downUntil   atomic.Int64 // unix ns: until then, use the fallback; 0 while Redis answers
+	probing     atomic.Bool  // one Check at a time tries Redis again after the backoff
+
+	mu      sync.Mutex
+	pending map[pendingKey]int64 // quota usage consumed by the Local fallback, not yet in Redis
+}
+
+var _ Limiter = (*Redis)(nil)
+
+type pendingKey struct {
+	key   string
+	kind  Kind
+	start int64 // period start, unix ns
+}
+
+// NewRedis returns a limiter on client. It does not contact Redis: a Redis that is down at start
+// is handled like one that fails later. The error is only about registering its metric.
+func NewRedis(client redis.UniversalClient, opts ...Option) (*Redis, error) {
+	if client == nil {
+		return nil, errors.New("ratelimit: NewRedis without a client")
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.timeout <= 0 {
+		o.timeout = 50 * time.Millisecond
+	}
+	r := &Redis{
+		client:   client,
+		script:   redis.NewScript(checkLua),
+		o:        o,
+		ctxAware: honorsContext(client),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keygate_limiter_store_errors_total",
+			Help: "Rate limiter calls to Redis that failed or timed out; each one switches the limiter to its on_store_error mode for a short while.",
+		}),
+		pending: make(map[pendingKey]int64),
+	}
+	if o.registerer != nil {
+		if err := o.registerer.Register(r.storeErrors); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
+			}
+			r.storeErrors = already.ExistingCollector.(prometheus.Counter)
+		}
+	}
+	r.local = newMemory(o)
+	return r, nil
+}
+
+// honorsContext reports whether client applies context deadlines to its socket reads; without
+// ContextTimeoutEnabled go-redis waits for its ReadTimeout (3s by default) on a hung server.
+func honorsContext(client redis.UniversalClient) bool {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
+}
+
+// Close stops the fallback limiter's sweeper. It does not close the Redis client.
+func (r *Redis) Close() error { return r.local.Close() }
+
+// Healthy reports whether the last call to Redis succeeded (false while on the fallback).
+func (r *Redis) Healthy() bool { return r.downUntil.Load() == 0 }
+
+// Check implements Limiter.
+func (r *Redis) Check(ctx context.Context, limits []Limit, cost int64, d *Decision) error {
+	probe := false
+	if until := r.downUntil.Load(); until != 0 {
+		if r.o.now().UnixNano() < until || !r.probing.CompareAndSwap(false, true) {
+			return r.fallback(ctx, limits, cost, d, errors.New("redis failed recently"))
+		}
+		probe = true
+		defer r.probing.Store(false)
+	}
+	err := r.check(ctx, limits, cost, d)
+	if err == nil {
+		if probe {
+			r.recovered(ctx)
+		}
+		return nil
+	}
+	if ctx.Err() == nil { // when the caller gave up, the store is not to blame
+		r.storeErrors.Inc()
+		r.downUntil.Store(r.o.now().Add(r.o.backoff).UnixNano())
+	}
+	return r.fallback(ctx, limits, cost, d, err)
+}
+
+// check is one Check against Redis: the script, and when it reports quota counters missing,
+// seeding them and running it once more.
+func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decision) error {
+	keys := make([]string, len(limits))
+	args := make([]any, 0, 3+4*len(limits))
+	seeded := 0
+	if r.o.seed != nil {
+		seeded = 1
+	}
+	args = append(args, cost, seeded, quotaGrace.Milliseconds())
+	for i := range limits {
+		l := &limits[i]
+		keys[i] = r.o.prefix + l.Key
+		var t, capacity int64
+		if l.Kind == Window {
+			t, capacity, _ = emission(l.Limit, int64((l.Period+time.Microsecond-1)/time.Microsecond))
+		}
+		args = append(args, uint8(l.Kind), l.Limit, t, capacity)
+	}
+	for attempt := 0; ; attempt++ {
+		var res []any
+		err := r.do(ctx, func(ctx context.Context) (err error) {
+			res, err = r.script.Run(ctx, r.client, keys, args...).Slice()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		vals, err := int64s(res)
+		if err != nil {
+			return err
+		}
+		if vals[0] != 2 {
+			return r.decision(limits, vals, d)
+		}
+		if attempt == 2 {
+			return errors.New("ratelimit: quota counters still missing after seeding")
+		}
+		if err := r.seedMissing(ctx, limits, keys, vals); err != nil {
+			return err
+		}
+	}
+}
+
+// do runs fn under the per-call timeout. A client that ignores context deadlines is run in a
+// goroutine so that the Check returns in time anyway.
+func (r *Redis) do(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, r.o.timeout)
+	defer cancel()
+	if r.ctxAware {
+		return fn(ctx)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func int64s(res []any) ([]int64, error) {
+	vals := make([]int64, len(res))
+	for i, v := range res {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("ratelimit: unexpected script answer %T at %d", v, i)
+		}
+		vals[i] = n
+	}
+	if len(vals) < 2 {
+		return nil, fmt.Errorf("ratelimit: short script answer %v", vals)
+	}
+	return vals, nil
+}
+
+// seedMissing refills the quota counters the script found missing from Seed. SET NX makes it
+// race-free: when nodes seed the same counter at once, the first value stays and every node's
+// retry counts on it.
+func (r *Redis) seedMissing(ctx context.Context, limits []Limit, keys []string, vals []int64) error {
+	n := int(vals[1])
+	if len(vals) != 2+2*n {
+		return fmt.Errorf("ratelimit: bad missing-counter answer %v", vals)
+	}
+	type seeded struct {
+		key   string
+		used  int64
+		until time.Time
+	}
+	todo := make([]seeded, 0, n)
+	for j := range n {
+		i, startSec := int(vals[2+2*j]), vals[3+2*j]
+		if i < 0 || i >= len(limits) {
+			return fmt.Errorf("ratelimit: bad missing-counter index %d", i)
+		}
+		l := &limits[i]
+		start := time.Unix(startSec, 0).UTC()
+		used, err := r.o.seed(ctx, l.Key, l.Kind, start)
+		if err != nil {
+			return fmt.Errorf("ratelimit: seed %q: %w", l.Key, err)
+		}
+		_, end := periodBounds(l.Kind, start.UnixNano())
+		todo = append(todo, seeded{
+			key:   keys[i] + ":" + periodSuffix(l.Kind, start),
+			used:  max(used, 0),
+			until: time.Unix(0, end).Add(quotaGrace),
+		})
+	}
+	return r.do(ctx, func(ctx context.Context) error {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, s := range todo {
+				p.SetArgs(ctx, s.key, s.used, redis.SetArgs{Mode: "NX", ExpireAt: s.until})
+			}
+			return nil
+		})
+		if errors.Is(err, redis.Nil) { // SET NX that found the counter: someone seeded first
+			err = nil
+		}
+		return err
+	})
+}
+
+// periodSuffix names a quota counter's period the way check.lua does.
+func periodSuffix(kind Kind, start time.Time) string {
+	if kind == QuotaDay {
+		return fmt.Sprintf("d%d", start.Unix()/86400)
+	}
+	return fmt.Sprintf("m%04d%02d", start.Year(), int(start.Month()))
+}
+
+// decision fills d from the script's answer and remembers the quota usage for the fallback.
+func (r *Redis) decision(limits []Limit, vals []int64, d *Decision) error {
+	if len(vals) != 4+4*len(limits) {
+		return fmt.Errorf("ratelimit: script answered %d values for %d limits", len(vals), len(limits))
+	}
+	d.Allowed, d.Denied = vals[0] == 1, int(vals[1])
+	d.RetryAfter = 0
+	if !d.Allowed {
+		d.RetryAfter = max(time.Duration(vals[2])*time.Microsecond, time.Microsecond)
+	}
+	d.States = d.States[:0]
+	for i := range limits {
+		l := &limits[i]
+		v := vals[4+4*i:]
+		st := State{
+			Name: l.Name, Kind: l.Kind, Limit: l.Limit,
+			Remaining: v[0],
+			Reset:     max(time.Duration(v[1])*time.Microsecond, 0),
+			Window:    l.Period,
+		}
+		if l.Kind.isQuota() {
+			start, end := periodBounds(l.Kind, v[3]*int64(time.Second))
+			st.Window = time.Duration(end - start)
+			r.local.remember(l.Key, l.Kind, start, end, v[2])
+		}
+		d.States = append(d.States, st)
+	}
+	return nil
+}
+
+// fallback answers while Redis fails, as the StoreErrorMode says.
+func (r *Redis) fallback(ctx context.Context, limits []Limit, cost int64, d *Decision, cause error) error {
+	switch r.o.onStoreError {
+	case Open:
+		openDecision(limits, r.o.now().UnixNano(), d)
+		return nil
+	case Closed:
+		return fmt.Errorf("%w: %w", ErrUnavailable, cause)
+	}
+	if err := r.local.Check(ctx, limits, cost, d); err != nil {
+		return err
+	}
+	if d.Allowed && cost > 0 {
+		now := r.o.now().UnixNano()
+		r.mu.Lock()
+		for i := range limits {
+			if l := &limits[i]; l.Kind.isQuota() {
+				start, _ := periodBounds(l.Kind, now)
+				r.pending[pendingKey{l.Key, l.Kind, start}] += cost
+			}
+		}
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// openDecision allows everything and reports every limit whole.
+func openDecision(limits []Limit, now int64, d *Decision) {
+	d.Allowed, d.Denied, d.RetryAfter = true, -1, 0
+	d.States = d.States[:0]
+	for i := range limits {
+		l := &limits[i]
+		st := State{Name: l.Name, Kind: l.Kind, Limit: l.Limit, Remaining: max(l.Limit, 0), Window: l.Period}
+		if l.Kind.isQuota() {
+			start, end := periodBounds(l.Kind, now)
+			st.Window, st.Reset = time.Duration(end-start), time.Duration(end-now)
+		}
+		d.States = append(d.States, st)
+	}
+}
+
+// addIfExists adds to a quota counter only if it survived: a counter that is gone is refilled
+// by Seed from the database, which already counted those requests.
+const addIfExists = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return -1`
+
+// recovered runs on the first Check that reaches Redis again: it adds the quota usage the Local
+// fallback allowed meanwhile to the Redis counters, then leaves the fallback. If that fails, the
+// limiter stays on the fallback and the next probe tries again.
+func (r *Redis) recovered(ctx context.Context) {
+	r.mu.Lock()
+	pending := r.pending
+	r.pending = make(map[pendingKey]int64)
+	r.mu.Unlock()
+	if len(pending) > 0 {
+		err := r.do(ctx, func(ctx context.Context) error {
+			_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for k, n := range pending {
+					key := r.o.prefix + k.key + ":" + periodSuffix(k.kind, time.Unix(0, k.start).UTC())
+					p.Eval(ctx, addIfExists, []string{key}, n)
+				}
+				return nil
+			})
+			return err
+		})
+		if err != nil {
+			r.mu.Lock()
+			for k, n := range pending {
+				r.pending[k] += n
+			}
+			r.mu.Unlock()
+			if ctx.Err() == nil {
+				r.storeErrors.Inc()
+				r.downUntil.Store(r.o.now().Add(r.o.backoff).UnixNano())
+			}
+			return
+		}
+	}
+	r.downUntil.Store(0)
+}

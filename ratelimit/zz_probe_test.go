@@ -1,3 +1,0 @@
-package ratelimit
-
-import _ "pgregory.net/rapid"
