@@ -6,6 +6,7 @@ package control
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/keygate/keygate"
@@ -27,10 +28,10 @@ type Invalidator interface {
 	RootKeyChanged(id string, hash []byte)
 }
 
-// UsageFunc returns how much of quota q the counters named limiterKey have used in the current
-// period. The ratelimit package provides the live value; without it, the durable daily counters
-// are read.
-type UsageFunc func(ctx context.Context, limiterKey string, q *keygate.Quota, now time.Time) (int64, error)
+// UsageFunc returns how much of quota q the keys sharing limiterID (a rotation chain) have used
+// in the current period. The limiter provides the live value; without it, the durable daily
+// counters are read.
+type UsageFunc func(ctx context.Context, limiterID string, q *keygate.Quota, now time.Time) (int64, error)
 
 // Options configure a Service. Store is required; the rest have defaults.
 type Options struct {
@@ -49,6 +50,15 @@ type Options struct {
 	Usage UsageFunc
 	// DefaultGracePeriod of rotation (default 24h).
 	DefaultGracePeriod time.Duration
+	// AuditKey is the HMAC key of the audit chain, for VerifyAudit.
+	AuditKey []byte
+	// AuditSink receives every committed audit entry (JSON-lines sinks for a SIEM); nil: none.
+	AuditSink func(*keygate.AuditEntry)
+	// Logger logs storage failures (default slog.Default()).
+	Logger *slog.Logger
+	// RootKeyTTL bounds how long an authenticated root key is trusted from memory before it is
+	// read again, so that a revocation on another node takes effect (default 1s).
+	RootKeyTTL time.Duration
 }
 
 // KeyCreate is the body of POST /v1/keys.

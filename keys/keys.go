@@ -197,3 +197,13 @@ func Start(s string, p Parsed) string {
 func Hash(s string) [32]byte {
 	return sha256.Sum256([]byte(s))
 }
+
+// NewID returns a random object id such as "key_3hK9…": prefix, underscore and 22 base62
+// characters of 16 random bytes.
+func NewID(prefix string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("keys: crypto/rand failed: " + err.Error()) // rand.Read never fails on supported platforms
+	}
+	return prefix + "_" + encodeBig(new(big.Int).SetBytes(b[:]), 22)
+}
