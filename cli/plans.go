@@ -1,0 +1,218 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/control"
+)
+
+func (e *env) plansCommand() *cobra.Command {
+	cmd, cf := e.group("plans", "Create, list, inspect, change and delete plans")
+	cmd.AddCommand(plansCreate(cf), plansList(cf), plansGet(cf), plansUpdate(cf), plansDelete(cf))
+	return cmd
+}
+
+type planSettings struct {
+	quota, maxAge string
+	rateLimits    []string
+	scopesAllowed []string
+}
+
+func (s *planSettings) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringSliceVar(&s.rateLimits, "rate-limit", nil, "window name=limit/period, e.g. minute=100/1m (repeatable)")
+	f.StringVar(&s.quota, "quota", "", "quota per key, limit/period, e.g. 5000/month (none: no quota)")
+	f.StringSliceVar(&s.scopesAllowed, "scopes-allowed", nil, "ceiling of the scopes of keys on the plan (repeatable)")
+	f.StringVar(&s.maxAge, "max-age", "", "advisory rotation age, e.g. 90d (none: none)")
+}
+
+func plansCreate(cf *clientFlags) *cobra.Command {
+	var s planSettings
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a plan",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in := control.PlanCreate{Name: args[0]}
+			var err error
+			if in.RateLimits, err = parseWindows(s.rateLimits); err != nil {
+				return err
+			}
+			if in.Quota, err = parseQuota(s.quota); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("scopes-allowed") {
+				in.ScopesAllowed = splitList(s.scopesAllowed)
+			}
+			if in.MaxAge, err = parseDurationPtr("max-age", s.maxAge); err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.CreatePlan(cmd.Context(), in)
+			if err != nil {
+				return apiError(err)
+			}
+			return cf.printPlan(p)
+		},
+	}
+	s.add(cmd)
+	return cmd
+}
+
+func maxAge(d *keygate.Duration) string {
+	if d == nil {
+		return "-"
+	}
+	return d.String()
+}
+
+func (cf *clientFlags) printPlan(p *keygate.Plan) error {
+	if cf.json {
+		return cf.printJSON(p)
+	}
+	scopes := "(any)"
+	if p.ScopesAllowed != nil {
+		scopes = list(p.ScopesAllowed)
+	}
+	return cf.fields([][2]string{
+		{"name", p.Name}, {"rate limits", windows(p.RateLimits)}, {"quota", quota(p.Quota)},
+		{"scopes allowed", scopes}, {"max age", maxAge(p.MaxAge)}, {"managed by", orDash(p.ManagedBy)},
+	})
+}
+
+func plansList(cf *clientFlags) *cobra.Command {
+	var lf listFlags
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List plans",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			page, err := c.Plans(cmd.Context(), lf.params())
+			if err != nil {
+				return apiError(err)
+			}
+			if cf.json {
+				return cf.printJSON(page)
+			}
+			rows := make([][]string, 0, len(page.Data))
+			for _, p := range page.Data {
+				rows = append(rows, []string{p.Name, windows(p.RateLimits), quota(p.Quota), list(p.ScopesAllowed), maxAge(p.MaxAge), orDash(p.ManagedBy)})
+			}
+			if err := cf.table([]string{"NAME", "RATE LIMITS", "QUOTA", "SCOPES ALLOWED", "MAX AGE", "MANAGED BY"}, rows); err != nil {
+				return err
+			}
+			cf.more(page.NextCursor)
+			return nil
+		},
+	}
+	lf.add(cmd)
+	return cmd
+}
+
+func plansGet(cf *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a plan",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.Plan(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			return cf.printPlan(p)
+		},
+	}
+}
+
+func plansUpdate(cf *clientFlags) *cobra.Command {
+	var s planSettings
+	cmd := &cobra.Command{
+		Use:   "update NAME",
+		Short: "Change a plan: only the flags given change (an empty value or none clears)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			var p control.PlanPatch
+			if f.Changed("rate-limit") {
+				ws, err := parseWindows(s.rateLimits)
+				if err != nil {
+					return err
+				}
+				p.RateLimits = keygate.Some(ws)
+			}
+			if f.Changed("quota") {
+				q, err := parseQuota(s.quota)
+				if err != nil {
+					return err
+				}
+				p.Quota = optPtr(q)
+			}
+			if f.Changed("scopes-allowed") {
+				if sc := splitList(s.scopesAllowed); len(sc) == 0 {
+					p.ScopesAllowed = keygate.Opt[[]string]{Set: true, Null: true}
+				} else {
+					p.ScopesAllowed = keygate.Some(sc)
+				}
+			}
+			if f.Changed("max-age") {
+				d, err := parseDurationPtr("max-age", s.maxAge)
+				if err != nil {
+					return err
+				}
+				p.MaxAge = optPtr(d)
+			}
+			if len(admin.PatchBody(p)) == 0 {
+				return fmt.Errorf("nothing to change: give at least one flag (see --help)")
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			out, err := c.UpdatePlan(cmd.Context(), args[0], p)
+			if err != nil {
+				return apiError(err)
+			}
+			return cf.printPlan(out)
+		},
+	}
+	s.add(cmd)
+	return cmd
+}
+
+func plansDelete(cf *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a plan that no consumer or key uses",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.DeletePlan(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			if cf.json {
+				return cf.printJSON(p)
+			}
+			_, err = fmt.Fprintf(cf.e.stdout, "deleted plan %s\n", p.Name)
+			return err
+		},
+	}
+}
