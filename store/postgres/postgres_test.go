@@ -62,3 +62,11 @@ func TestOpenUnreachable(t *testing.T) {
 		t.Errorf("Open of a bad URL = %v; want an error without the password", err)
 	}
 }
+
+func BenchmarkCreateKeys(b *testing.B) {
+	storetest.BenchCreateKeys(b, open(b), 1000)
+}
+
+func BenchmarkKeyByHash(b *testing.B) {
+	storetest.BenchKeyByHash(b, func(tb testing.TB) keygate.Store { return open(tb) })
+}

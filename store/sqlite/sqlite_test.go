@@ -106,3 +106,11 @@ func TestReadsDoNotWaitForWrites(t *testing.T) {
 		t.Errorf("Plan after commit: %v", err)
 	}
 }
+
+func BenchmarkCreateKeys(b *testing.B) {
+	storetest.BenchCreateKeys(b, open(b), 1000)
+}
+
+func BenchmarkKeyByHash(b *testing.B) {
+	storetest.BenchKeyByHash(b, func(tb testing.TB) keygate.Store { return open(tb) })
+}
