@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keygate/keygate"
+)
+
+var dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+
+// forward hands the request to the reverse proxy with the route's timeout on the wait for the
+// upstream's response header.
+func (g *Gateway) forward(ex *exchange, r *http.Request) {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	ex.cancel = cancel
+	ex.ctx = exchangeContext{Context: ctx, ex: ex}
+	ex.startTimer(ex.route.timeout)
+	g.proxy.ServeHTTP(&ex.w, r.WithContext(&ex.ctx))
+}
+
+// rewrite builds the upstream request: the target's URL with the cleaned path, the query
+// without api_key, no key headers, no client copies of X-Keygate-*, the caller's identity
+// (signed), and X-Forwarded-*. ReverseProxy has already removed hop-by-hop fields and the
+// client's X-Forwarded-*/Forwarded.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeOf(pr.In.Context())
+	out := pr.Out
+	u := ex.target.url
+	out.URL.Scheme = u.Scheme
+	out.URL.Host = u.Host
+	out.URL.Path = u.Path + ex.fwdPath
+	out.URL.RawPath = ""
+	out.URL.RawQuery = ex.query
+	out.Host = ""
+
+	h := out.Header
+	for k := range h {
+		if strings.HasPrefix(k, "X-Keygate-") {
+			delete(h, k)
+		}
+	}
+	delete(h, "X-Api-Key")
+	if ex.stripAuth {
+		delete(h, "Authorization")
+	}
+	h["X-Request-Id"] = []string{ex.reqID}
+
+	var keyID, consumerID, plan, env, scopes string
+	if e := ex.entry; e != nil {
+		keyID, consumerID, plan, env, scopes = e.Key.ID, e.ConsumerID, e.Plan, e.Env, e.ScopesHeader
+		v := make([]string, 5)
+		v[0], v[1], v[2], v[3], v[4] = keyID, consumerID, plan, env, scopes
+		h["X-Keygate-Key-Id"] = v[0:1:1]
+		h["X-Keygate-Consumer-Id"] = v[1:2:2]
+		h["X-Keygate-Plan"] = v[2:3:3]
+		h["X-Keygate-Env"] = v[3:4:4]
+		h["X-Keygate-Scopes"] = v[4:5:5]
+	}
+	if rt := ex.route; rt.hmacs != nil {
+		ex.buf = appendSignature(ex.buf[:0], rt.hmacs, g.now().Unix(), out.Method, out.URL.Path, ex.reqID, keyID, consumerID, plan, env, scopes)
+		h["X-Keygate-Signature"] = []string{string(ex.buf)}
+	}
+
+	host, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	if err != nil {
+		host = pr.In.RemoteAddr
+	}
+	if prior := pr.In.Header["X-Forwarded-For"]; ex.trustedRemote && len(prior) > 0 {
+		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + host}
+	} else {
+		h["X-Forwarded-For"] = []string{host}
+	}
+	fwdHost, fwdProto := pr.In.Host, "http"
+	if pr.In.TLS != nil {
+		fwdProto = "https"
+	}
+	if ex.trustedRemote {
+		if v := pr.In.Header.Get("X-Forwarded-Host"); v != "" {
+			fwdHost = v
+		}
+		if v := pr.In.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
+			fwdProto = v
+		}
+	}
+	h["X-Forwarded-Host"] = []string{fwdHost}
+	h["X-Forwarded-Proto"] = []string{fwdProto}
+}
+
+// Signature computes X-Keygate-Signature as an upstream would check it: t=<unix>,v1=<hex of
+// HMAC-SHA256(secret, t\nmethod\npath\nrequest id\nkey id\nconsumer id\nplan\nenv\nscopes)>,
+// where path is the path the upstream receives.
+func Signature(secret []byte, t int64, method, path, requestID, keyID, consumerID, plan, env, scopes string) string {
+	pool := newHMACPool(secret)
+	return string(appendSignature(nil, pool, t, method, path, requestID, keyID, consumerID, plan, env, scopes))
+}
+
+func newHMACPool(secret []byte) *sync.Pool {
+	return &sync.Pool{New: func() any { return &signer{mac: hmac.New(sha256.New, secret)} }}
+}
+
+type signer struct {
+	mac hash.Hash
+	msg []byte
+	sum []byte
+}
+
+func appendSignature(dst []byte, pool *sync.Pool, t int64, fields ...string) []byte {
+	s := pool.Get().(*signer)
+	s.msg = strconv.AppendInt(s.msg[:0], t, 10)
+	for _, f := range fields {
+		s.msg = append(s.msg, '\n')
+		s.msg = append(s.msg, f...)
+	}
+	s.mac.Reset()
+	s.mac.Write(s.msg)
+	s.sum = s.mac.Sum(s.sum[:0])
+	dst = append(dst, "t="...)
+	dst = strconv.AppendInt(dst, t, 10)
+	dst = append(dst, ",v1="...)
+	dst = hex.AppendEncode(dst, s.sum)
+	pool.Put(s)
+	return dst
+}
+
+// modifyResponse runs when the upstream's response header arrives.
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	ex := exchangeOf(resp.Request.Context())
+	ex.stopTimer()
+	ex.status = resp.StatusCode
+	h := resp.Header
+	// Fields keygate owns on this answer: the upstream's copies would duplicate them.
+	delete(h, "Ratelimit")
+	delete(h, "Ratelimit-Policy")
+	delete(h, "X-Request-Id")
+	if ex.route.deprecation != nil {
+		delete(h, "Deprecation")
+		delete(h, "Sunset")
+	}
+	if ex.cacheKey != "" {
+		c := ex.route.cache
+		if cacheable(resp) && (resp.ContentLength < 0 || resp.ContentLength <= c.maxEntry) {
+			now := g.now()
+			resp.Body = &cacheTee{ReadCloser: resp.Body, c: c, e: &cachedResponse{
+				key: ex.cacheKey, header: h.Clone(), stored: now, expires: now.Add(c.ttl),
+			}, want: resp.ContentLength}
+		}
+		h["Cache-Status"] = cacheStatusMiss
+	}
+	return nil
+}
+
+var cacheStatusMiss = []string{"keygate; fwd=miss"}
+
+// proxyError answers when the upstream could not be reached or did not answer in time.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeOf(r.Context())
+	ex.stopTimer()
+	var tooLarge *http.MaxBytesError
+	switch {
+	case context.Cause(r.Context()) == errUpstreamTimeout:
+		g.markFailed(ex.target)
+		ex.problem(http.StatusGatewayTimeout, keygate.CodeUpstreamTimeout, "the upstream did not answer in time")
+	case errors.As(err, &tooLarge):
+		ex.problem(http.StatusRequestEntityTooLarge, keygate.CodePayloadTooLarge, "the request body is larger than this route accepts")
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads an answer. 499 is nginx's name for it.
+		ex.code = "CLIENT_CLOSED"
+		ex.w.status = 499
+	default:
+		g.markFailed(ex.target)
+		g.log.Warn("gateway: upstream failed", "route", ex.route.name, "target", ex.target.url.Redacted(), "err", redactErr(err))
+		ex.problem(http.StatusBadGateway, keygate.CodeUpstreamUnavailable, "the upstream is unavailable")
+	}
+}
+
+// markFailed takes a target out of rotation for the passive-health cooldown.
+func (g *Gateway) markFailed(t *target) {
+	t.downUntil.Store(time.Now().Add(g.cooldown).UnixNano())
+}
+
+// redactErr drops the URL (and so any query) from a transport error.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func unescapeOr(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
