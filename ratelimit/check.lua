@@ -1,8 +1,10 @@
 -- keygate rate limiter: one Check, all-or-nothing, on Redis TIME.
 -- KEYS[i]: the counter of limit i (a quota's counter is KEYS[i] .. ':' .. its calendar period).
 -- ARGV[1] cost, ARGV[2] "1" when missing quota counters must be seeded by the caller,
--- ARGV[3] ms a quota counter outlives its period; then per limit 4 values:
--- kind (0 window, 1 day, 2 month), limit, T and capacity (windows, µs; see emission in math.go).
+-- ARGV[3] ms a quota counter outlives its period; then per limit 5 values:
+-- kind (0 window, 1 day, 2 month), limit, and for windows the period P in µs and q, rm with
+-- P = q×limit + rm: the emission interval T = P/limit is q + rm/limit, exactly (see gcra in
+-- math.go). A window's counter is its TAT "us:frac", meaning us + frac/limit µs.
 -- Returns {1 allowed | 0 refused, denied index (0-based) or -1, retry µs, now µs,
 --          then per limit: remaining, reset µs, used (quotas), period start s (quotas)}
 -- or, when quota counters are missing, {2, count, then per missing: index, period start s}.
@@ -42,22 +44,32 @@ local cur, qkey, ps, pe = {}, {}, {}, {}
 local missing = {}
 local allowed, denied, retry = 1, -1, 0
 
+local curf = {}
 for i = 1, n do
-  local b = 3 + (i - 1) * 4
-  local kind, lim, T, cap = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local b = 3 + (i - 1) * 5
+  local kind, lim, P, q, rm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local ok, r = false, 0
   if kind == 0 then
-    local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
-    if tat < now then tat = now end
-    cur[i] = tat
-    if T <= 0 then
+    local tat, frac = 0, 0
+    local v = redis.call('GET', KEYS[i])
+    if v then
+      local a, f = string.match(v, '^(%d+):(%d+)$')
+      tat, frac = tonumber(a) or 0, tonumber(f) or 0
+    end
+    if tat < now then tat, frac = now, 0 end
+    if frac >= lim then frac = 0 end
+    cur[i], curf[i] = tat, frac
+    if P <= 0 or lim < 1 then
       r = 1000000
     elseif need > lim then
-      r = math.max(cap, T)
+      r = P
     else
-      local nxt = tat + need * T
-      ok = nxt - now <= cap
-      r = nxt - cap - now
+      local s = frac + need * rm
+      local ns, f = tat + need * q + math.floor(s / lim), s % lim
+      local ahead = ns - now
+      ok = ahead < P or (ahead == P and f == 0)
+      r = ahead - P
+      if f > 0 then r = r + 1 end
     end
   else
     local d = math.floor(now / 86400000000)
@@ -105,18 +117,27 @@ end
 local consume = allowed == 1 and cost > 0
 local out = {allowed, denied, retry, now}
 for i = 1, n do
-  local b = 3 + (i - 1) * 4
-  local kind, lim, T, cap = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local b = 3 + (i - 1) * 5
+  local kind, lim, P, q, rm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   if kind == 0 then
-    local tat = cur[i]
-    if consume then
-      tat = tat + cost * T
-      redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1)
-    end
+    local tat, frac = cur[i], curf[i]
     local rem = 0
-    if T > 0 then rem = math.min(math.max(math.floor((cap - (tat - now)) / T), 0), lim) end
+    if P > 0 and lim >= 1 then
+      if consume then
+        local s = frac + cost * rm
+        tat, frac = tat + cost * q + math.floor(s / lim), s % lim
+        redis.call('SET', KEYS[i], string.format('%d:%d', tat, frac), 'PX', math.floor((tat - now) / 1000) + 1)
+      end
+      local free = P - (tat - now)
+      if free > 0 then
+        if rm == 0 then rem = math.floor(free / q) else rem = math.floor((free * lim - frac) / P) end
+        rem = math.min(math.max(rem, 0), lim)
+      end
+    end
+    local reset = tat - now
+    if frac > 0 then reset = reset + 1 end
     out[#out + 1] = rem
-    out[#out + 1] = tat - now
+    out[#out + 1] = reset
     out[#out + 1] = 0
     out[#out + 1] = 0
   else

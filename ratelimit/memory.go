@@ -35,13 +35,13 @@ type shard struct {
 
 // entry is one counter, guarded by its shard's mutex.
 type entry struct {
-	kind  Kind
-	tat   int64 // Window: theoretical arrival time, unix ns
-	// Window: emission(lim, per) = t, capacity, cached (integer division is a good part of a Check)
-	lim, per, t, capacity int64
-	start int64 // quotas: the period counted, unix ns
-	end   int64
-	used  int64
+	kind Kind
+	// Window: the TAT, ns + frac/limit (see gcra), and the arithmetic of its limit, cached
+	// because its divisions are a good part of a Check.
+	tat, frac int64
+	g         gcra
+	// Quotas: the period counted, unix ns, and the usage in it.
+	start, end, used int64
 }
 
 // NewMemory returns an in-process limiter. Its sweeper goroutine runs until Close.
@@ -205,7 +205,7 @@ func (m *Memory) remember(key string, kind Kind, start, end, used int64) {
 	s.mu.Unlock()
 }
 
-// decide is the limiter proper, on locked entries: the same rules as the Redis script.
+// decide is the limiter proper, on locked entries: the same rules as check.lua.
 func decide(limits []Limit, ents []*entry, cost, now int64, d *Decision) {
 	need := max(cost, 1)
 	d.Allowed, d.Denied, d.RetryAfter = true, -1, 0
@@ -221,19 +221,20 @@ func decide(limits []Limit, ents []*entry, cost, now int64, d *Decision) {
 			ok = l.Limit >= 1 && e.used <= l.Limit-need
 			retry = e.end - now
 		} else {
-			if e.kind != Window {
-				*e = entry{kind: Window}
-			}
-			t, capacity, valid := e.emission(l)
+			g, valid := e.window(l)
 			switch {
 			case !valid:
 				retry = int64(time.Second)
-			case need > l.Limit:
-				retry = max(capacity, t)
+			case need > l.Limit: // never admitted
+				retry = g.period
 			default:
-				next := max(e.tat, now) + need*t
-				ok = next-now <= capacity
-				retry = next - capacity - now
+				ns, frac := e.tat, e.frac
+				if ns < now {
+					ns, frac = now, 0
+				}
+				ns, frac = g.add(ns, frac, need)
+				ok = g.fits(ns, frac, now)
+				retry = ceilSince(ns, frac, now) - g.period
 			}
 		}
 		if !ok {
@@ -258,30 +259,40 @@ func decide(limits []Limit, ents []*entry, cost, now int64, d *Decision) {
 			st.Window = time.Duration(e.end - e.start)
 		} else {
 			st.Window = l.Period
-			if t, capacity, valid := e.emission(l); valid {
-				tat := max(e.tat, now)
-				if consume {
-					tat += cost * t
-					e.tat = tat
+			if g, valid := e.window(l); valid {
+				ns, frac := e.tat, e.frac
+				if ns < now {
+					ns, frac = now, 0
 				}
-				st.Remaining = min(max((capacity-(tat-now))/t, 0), l.Limit)
-				st.Reset = time.Duration(tat - now)
+				if consume {
+					ns, frac = g.add(ns, frac, cost)
+					e.tat, e.frac = ns, frac
+				}
+				st.Remaining = g.remaining(ns, frac, now)
+				st.Reset = time.Duration(ceilSince(ns, frac, now))
 			}
 		}
 		d.States = append(d.States, st)
 	}
 }
 
-// emission is emission(l.Limit, l.Period), cached in the entry.
-func (e *entry) emission(l *Limit) (t, capacity int64, ok bool) {
-	if e.lim != l.Limit || e.per != int64(l.Period) || e.t == 0 {
-		e.lim, e.per = l.Limit, int64(l.Period)
-		e.t, e.capacity, ok = emission(l.Limit, int64(l.Period))
+// window returns the arithmetic of l, cached in the entry, and turns the entry into a window
+// of l if it was something else (the configuration changed).
+func (e *entry) window(l *Limit) (gcra, bool) {
+	if e.kind != Window {
+		*e = entry{kind: Window}
+	}
+	if e.g.limit != l.Limit || e.g.period != int64(l.Period) {
+		g, ok := newGCRA(l.Limit, int64(l.Period))
 		if !ok {
-			return 0, 0, false
+			return gcra{}, false
+		}
+		e.g = g
+		if e.frac >= g.limit || g.r == 0 {
+			e.frac = 0
 		}
 	}
-	return e.t, e.capacity, true
+	return e.g, true
 }
 
 // rollover starts a new period (or a new kind) on a quota entry when now left the one it counts.

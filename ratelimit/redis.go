@@ -131,7 +131,7 @@ func (r *Redis) Check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 // seeding them and running it once more.
 func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decision) error {
 	keys := make([]string, len(limits))
-	args := make([]any, 0, 3+4*len(limits))
+	args := make([]any, 0, 3+5*len(limits))
 	seeded := 0
 	if r.o.seed != nil {
 		seeded = 1
@@ -140,11 +140,11 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 	for i := range limits {
 		l := &limits[i]
 		keys[i] = r.o.prefix + l.Key
-		var t, capacity int64
+		var g gcra // zero (refuse) for an invalid window
 		if l.Kind == Window {
-			t, capacity, _ = emission(l.Limit, int64((l.Period+time.Microsecond-1)/time.Microsecond))
+			g, _ = newGCRA(l.Limit, int64((l.Period+time.Microsecond-1)/time.Microsecond))
 		}
-		args = append(args, uint8(l.Kind), l.Limit, t, capacity)
+		args = append(args, uint8(l.Kind), l.Limit, g.period, g.q, g.r)
 	}
 	for attempt := 0; ; attempt++ {
 		var res []any
