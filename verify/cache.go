@@ -37,16 +37,13 @@ func newCache(maxEntries int) *cache {
 
 func (c *cache) shard(h *[32]byte) *shard { return &c.shards[h[0]%cacheShards] }
 
-// get returns the slot for h and whether it is present and fresh at now (Unix nanos).
-func (c *cache) get(h *[32]byte, now int64) (slot, bool) {
+// peek returns the slot for h, fresh or not: the caller checks the deadline.
+func (c *cache) peek(h *[32]byte) (slot, bool) {
 	s := c.shard(h)
 	s.mu.RLock()
 	v, ok := s.m[*h]
 	s.mu.RUnlock()
-	if !ok || (v.deadline != 0 && now >= v.deadline) {
-		return slot{}, false
-	}
-	return v, true
+	return v, ok
 }
 
 func (c *cache) put(h *[32]byte, v slot) {
