@@ -38,11 +38,12 @@ type Window struct {
 	Period Duration `json:"period"`
 }
 
-// Quota is a calendar-period allowance. Used and ResetsAt are filled in on answers, never stored.
+// Quota is a calendar-period allowance. Used and ResetsAt are filled in on key objects, never
+// stored (plans and consumers show neither).
 type Quota struct {
 	Limit    int64      `json:"limit"`
 	Period   string     `json:"period"`
-	Used     int64      `json:"used"`
+	Used     *int64     `json:"used,omitempty"`
 	ResetsAt *time.Time `json:"resets_at,omitempty"`
 }
 

@@ -152,8 +152,8 @@ func quota(q *keygate.Quota) string {
 		return "-"
 	}
 	s := fmt.Sprintf("%d/%s", q.Limit, q.Period)
-	if q.Used > 0 || q.ResetsAt != nil {
-		s += fmt.Sprintf(" (used %d", q.Used)
+	if q.Used != nil {
+		s += fmt.Sprintf(" (used %d", *q.Used)
 		if q.ResetsAt != nil {
 			s += ", resets " + q.ResetsAt.UTC().Format(time.RFC3339)
 		}

@@ -261,7 +261,7 @@ var errEOF = errors.New("EOF")
 
 // Validate checks every setting and returns the first problem, naming the setting.
 func (c *Config) Validate() error {
-	if _, _, err := c.Database(); err != nil {
+	if _, _, err := c.DatabaseDriver(); err != nil {
 		return err
 	}
 	if c.RedisURL != "" {
@@ -349,8 +349,8 @@ func validPort(p string) bool {
 	return err == nil && n >= 0 && n <= 65535
 }
 
-// Database returns the driver ("sqlite" or "postgres") and its data source (a file path or URL).
-func (c *Config) Database() (driver, dsn string, err error) {
+// DatabaseDriver returns the driver ("sqlite" or "postgres") and its data source (a file path or URL).
+func (c *Config) DatabaseDriver() (driver, dsn string, err error) {
 	u := c.DatabaseURL
 	switch {
 	case strings.HasPrefix(u, "sqlite:"):
@@ -373,7 +373,7 @@ func (c *Config) Database() (driver, dsn string, err error) {
 // DataDir is where keygate keeps its generated files (secret key, root key): beside the SQLite
 // database, or the working directory with PostgreSQL.
 func (c *Config) DataDir() string {
-	driver, dsn, err := c.Database()
+	driver, dsn, err := c.DatabaseDriver()
 	if err == nil && driver == "sqlite" {
 		return filepath.Dir(dsn)
 	}

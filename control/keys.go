@@ -448,7 +448,7 @@ func (s *Service) view(ctx context.Context, k *keygate.Key, l *lookups) (*keygat
 			s.log.Warn("quota usage unavailable", "key_id", k.ID, "err", err)
 		}
 		_, end := keygate.PeriodBounds(q.Period, now)
-		v.Quota = &keygate.Quota{Limit: q.Limit, Period: q.Period, Used: used, ResetsAt: &end}
+		v.Quota = &keygate.Quota{Limit: q.Limit, Period: q.Period, Used: &used, ResetsAt: &end}
 	}
 	return &v, nil
 }
