@@ -67,7 +67,7 @@ func TestWindowAccuracy(t *testing.T) {
 		{5, time.Second, 10 * time.Millisecond, 20 * time.Second},
 		{5, time.Second, 200 * time.Millisecond, 20 * time.Second}, // step == emission interval
 		{3, time.Second, 7 * time.Millisecond, 20 * time.Second},   // period not divisible by limit
-		{1, time.Second, time.Second, 30 * time.Second},             // demand exactly on the edges
+		{1, time.Second, time.Second, 30 * time.Second},            // demand exactly on the edges
 		{2, time.Second, 499 * time.Millisecond, 30 * time.Second}, // just faster than the emission interval
 		{100, time.Minute, 50 * time.Millisecond, 10 * time.Minute},
 		{1000, time.Hour, time.Second, 5 * time.Hour},

@@ -113,10 +113,16 @@ func (r *Redis) Check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 		probe = true
 		defer r.probing.Store(false)
 	}
-	err := r.check(ctx, limits, cost, d)
+	var err error
+	if probe {
+		err = r.flushPending(ctx)
+	}
+	if err == nil {
+		err = r.check(ctx, limits, cost, d)
+	}
 	if err == nil {
 		if probe {
-			r.recovered(ctx)
+			r.downUntil.Store(0)
 		}
 		return nil
 	}
@@ -333,37 +339,33 @@ func openDecision(limits []Limit, now int64, d *Decision) {
 // by Seed from the database, which already counted those requests.
 const addIfExists = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return -1`
 
-// recovered runs on the first Check that reaches Redis again: it adds the quota usage the Local
-// fallback allowed meanwhile to the Redis counters, then leaves the fallback. If that fails, the
-// limiter stays on the fallback and the next probe tries again.
-func (r *Redis) recovered(ctx context.Context) {
+// flushPending runs when the limiter tries Redis again after a failure: it adds the quota
+// usage the Local fallback allowed meanwhile to the Redis counters. On failure the usage stays
+// pending for the next try.
+func (r *Redis) flushPending(ctx context.Context) error {
 	r.mu.Lock()
 	pending := r.pending
 	r.pending = make(map[pendingKey]int64)
 	r.mu.Unlock()
-	if len(pending) > 0 {
-		err := r.do(ctx, func(ctx context.Context) error {
-			_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for k, n := range pending {
-					key := r.o.prefix + k.key + ":" + periodSuffix(k.kind, time.Unix(0, k.start).UTC())
-					p.Eval(ctx, addIfExists, []string{key}, n)
-				}
-				return nil
-			})
-			return err
-		})
-		if err != nil {
-			r.mu.Lock()
-			for k, n := range pending {
-				r.pending[k] += n
-			}
-			r.mu.Unlock()
-			if ctx.Err() == nil {
-				r.storeErrors.Inc()
-				r.downUntil.Store(r.o.now().Add(r.o.backoff).UnixNano())
-			}
-			return
-		}
+	if len(pending) == 0 {
+		return nil
 	}
-	r.downUntil.Store(0)
+	err := r.do(ctx, func(ctx context.Context) error {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for k, n := range pending {
+				key := r.o.prefix + k.key + ":" + periodSuffix(k.kind, time.Unix(0, k.start).UTC())
+				p.Eval(ctx, addIfExists, []string{key}, n)
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		r.mu.Lock()
+		for k, n := range pending {
+			r.pending[k] += n
+		}
+		r.mu.Unlock()
+	}
+	return err
 }

@@ -1,0 +1,388 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+func newTestRedis(t testing.TB, c redis.UniversalClient, opts ...Option) *Redis {
+	t.Helper()
+	r, err := NewRedis(c, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// TestLimiterSemantics runs the same script of checks against both limiters. The windows are
+// long enough (T = 12 min) that Redis's moving clock does not change the answers.
+func TestLimiterSemantics(t *testing.T) {
+	burst, minute := window("burst", 5, time.Hour), window("minute", 2, time.Hour)
+	q := quota("quota", QuotaDay, 3)
+	type step struct {
+		limits    []Limit
+		cost      int64
+		allowed   bool
+		denied    int
+		remaining []int64
+		retry     time.Duration // approximate (Redis time moves), 0: not checked
+	}
+	steps := []step{
+		{limits: []Limit{burst, minute, q}, cost: 0, allowed: true, denied: -1, remaining: []int64{5, 2, 3}},
+		{limits: []Limit{burst, minute, q}, cost: 1, allowed: true, denied: -1, remaining: []int64{4, 1, 2}},
+		{limits: []Limit{burst, minute, q}, cost: 1, allowed: true, denied: -1, remaining: []int64{3, 0, 1}},
+		{limits: []Limit{burst, minute, q}, cost: 1, allowed: false, denied: 1, remaining: []int64{3, 0, 1}, retry: 30 * time.Minute},
+		{limits: []Limit{burst, minute, q}, cost: 0, allowed: false, denied: 1, remaining: []int64{3, 0, 1}},
+		{limits: []Limit{burst, q}, cost: 1, allowed: true, denied: -1, remaining: []int64{2, 0}},
+		{limits: []Limit{burst, q}, cost: 1, allowed: false, denied: 1, remaining: []int64{2, 0}},
+		{limits: []Limit{burst}, cost: 3, allowed: false, denied: 0, remaining: []int64{2}, retry: 12 * time.Minute},
+		{limits: []Limit{burst}, cost: 2, allowed: true, denied: -1, remaining: []int64{0}},
+		{limits: []Limit{burst}, cost: 6, allowed: false, denied: 0, remaining: []int64{0}, retry: time.Hour},
+	}
+	impls := map[string]func(t *testing.T) Limiter{
+		"memory": func(t *testing.T) Limiter { return newTestMemory(t, newFakeClock(t0)) },
+		"redis": func(t *testing.T) Limiter {
+			c, prefix := sharedClient(t, nil)
+			return newTestRedis(t, c, WithPrefix(prefix))
+		},
+	}
+	for name, newLimiter := range impls {
+		t.Run(name, func(t *testing.T) {
+			l := newLimiter(t)
+			for i, s := range steps {
+				d := check(t, l, s.limits, s.cost)
+				var rem []int64
+				for _, st := range d.States {
+					rem = append(rem, st.Remaining)
+				}
+				if d.Allowed != s.allowed || d.Denied != s.denied || fmt.Sprint(rem) != fmt.Sprint(s.remaining) {
+					t.Fatalf("step %d: allowed %v denied %d remaining %v; want %v %d %v", i, d.Allowed, d.Denied, rem, s.allowed, s.denied, s.remaining)
+				}
+				if s.retry != 0 && (d.RetryAfter > s.retry || d.RetryAfter < s.retry-time.Second) {
+					t.Fatalf("step %d: RetryAfter %v; want about %v", i, d.RetryAfter, s.retry)
+				}
+				for j, st := range d.States {
+					if st.Name != s.limits[j].Name || st.Limit != s.limits[j].Limit || st.Reset < 0 {
+						t.Fatalf("step %d: state %d = %+v", i, j, st)
+					}
+					if st.Kind == QuotaDay && (st.Window != 24*time.Hour || st.Reset > 24*time.Hour) {
+						t.Fatalf("step %d: quota state %+v; want a 24h window", i, st)
+					}
+					if st.Kind == Window && st.Window != time.Hour {
+						t.Fatalf("step %d: window state %+v; want a 1h window", i, st)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRedisKeys: counters live under the prefix, quotas in per-period keys that expire after
+// the period.
+func TestRedisKeys(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	r := newTestRedis(t, c, WithPrefix(prefix))
+	check(t, r, []Limit{window("w", 10, time.Second), quota("d", QuotaDay, 10), quota("m", QuotaMonth, 10)}, 1)
+	ctx := context.Background()
+	tm, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct {
+		key    string
+		maxTTL time.Duration
+	}{
+		{prefix + "k:test:w", time.Second},
+		{prefix + "k:test:d:" + periodSuffix(QuotaDay, tm.UTC()), 25 * time.Hour},
+		{prefix + "k:test:m:" + periodSuffix(QuotaMonth, tm.UTC()), 32 * 24 * time.Hour},
+	} {
+		ttl, err := c.PTTL(ctx, k.key).Result()
+		if err != nil || ttl <= 0 || ttl > k.maxTTL+time.Millisecond {
+			keys, _ := c.Keys(ctx, prefix+"*").Result()
+			t.Errorf("PTTL(%s) = %v, %v; want in (0, %v] (keys: %v)", k.key, ttl, err, k.maxTTL, keys)
+		}
+	}
+}
+
+// TestRedisCalendar checks check.lua's calendar arithmetic against Go's for every day of
+// 1970-2200.
+func TestRedisCalendar(t *testing.T) {
+	c, _ := sharedClient(t, nil)
+	funcs := checkLua[:strings.Index(checkLua, "local t = redis.call('TIME')")]
+	script := funcs + `
+local out = {}
+for z = tonumber(ARGV[1]), tonumber(ARGV[2]) do
+  local y, m = civil(z)
+  local s = days(y, m)
+  local e
+  if m == 12 then e = days(y + 1, 1) else e = days(y, m + 1) end
+  out[#out + 1] = y * 100 + m
+  out[#out + 1] = s
+  out[#out + 1] = e
+end
+return out`
+	first, last := int64(0), int64(84000)
+	res, err := c.Eval(context.Background(), script, nil, first, last).Int64Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for z := first; z <= last; z++ {
+		v := res[3*(z-first):]
+		now := z * day
+		start, end := periodBounds(QuotaMonth, now)
+		tm := time.Unix(0, now).UTC()
+		if v[0] != int64(tm.Year()*100+int(tm.Month())) || v[1]*day != start || v[2]*day != end {
+			t.Fatalf("day %d (%v): lua says %d, %d..%d; want %v, %v..%v", z, tm, v[0], v[1], v[2],
+				periodSuffix(QuotaMonth, tm), time.Unix(0, start).UTC(), time.Unix(0, end).UTC())
+		}
+	}
+}
+
+// TestRedisRoundTrips: one round trip per Check, all limits included.
+func TestRedisRoundTrips(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	hook := &roundTrips{}
+	c.AddHook(hook)
+	r := newTestRedis(t, c, WithPrefix(prefix))
+	limits := benchLimits("rt")
+	check(t, r, limits, 1) // loads the script (EVALSHA, NOSCRIPT, EVAL)
+	hook.n.Store(0)
+	for range 100 {
+		check(t, r, limits, 1)
+	}
+	if n := hook.n.Load(); n != 100 {
+		t.Fatalf("%d round trips for 100 checks; want 100", n)
+	}
+}
+
+func TestRedisSeed(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	var calls atomic.Int32
+	seed := func(ctx context.Context, key string, kind Kind, start time.Time) (int64, error) {
+		calls.Add(1)
+		time.Sleep(5 * time.Millisecond) // a database answer: lets the nodes race
+		return 900, nil
+	}
+	// Two nodes seed the same counter at once: SET NX keeps one value and the quota holds.
+	nodes := []*Redis{
+		newTestRedis(t, c, WithPrefix(prefix), WithSeed(seed), WithTimeout(time.Second)),
+		newTestRedis(t, c, WithPrefix(prefix), WithSeed(seed), WithTimeout(time.Second)),
+	}
+	limits := []Limit{quota("q", QuotaMonth, 1000), quota("d", QuotaDay, 10000)}
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			d := &Decision{}
+			for range 10 {
+				if err := nodes[i%2].Check(context.Background(), limits, 1, d); err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Allowed {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := allowed.Load(); n != 100 {
+		t.Fatalf("%d allowed with 900 of 1000 used; want 100", n)
+	}
+	if n := calls.Load(); n < 2 || n > 2*20 {
+		t.Fatalf("Seed called %d times; want a few (once per counter and racing node)", n)
+	}
+	d := check(t, nodes[0], limits, 0)
+	if d.States[0].Remaining != 0 || d.States[1].Remaining != 10000-900-100 {
+		t.Fatalf("remaining %d, %d; want 0, %d", d.States[0].Remaining, d.States[1].Remaining, 10000-900-100)
+	}
+}
+
+// TestRedisConcurrent: 50 clients on two nodes. The quota is exact; windows stay within bounds.
+func TestRedisConcurrent(t *testing.T) {
+	c, prefix := sharedClient(t, &redis.Options{PoolSize: 60})
+	a := newTestRedis(t, c, WithPrefix(prefix), WithTimeout(2*time.Second))
+	b := newTestRedis(t, c, WithPrefix(prefix), WithTimeout(2*time.Second))
+	both := &twoNodes{a, b}
+	t.Run("quota", func(t *testing.T) {
+		limits := []Limit{
+			{Name: "burst", Key: "k:conc:burst", Kind: Window, Limit: 1e9, Period: time.Second},
+			{Name: "quota", Key: "k:conc:quota", Kind: QuotaMonth, Limit: 500},
+			{Name: "consumer-quota", Key: "c:conc:quota", Kind: QuotaDay, Limit: 700},
+		}
+		if allowed := hammer(t, both, limits, 50, 20, 0); allowed != 500 {
+			t.Fatalf("%d allowed by a quota of 500", allowed)
+		}
+		if d := check(t, a, limits, 0); d.States[2].Remaining != 200 {
+			t.Fatalf("consumer quota remaining %d; want 200 (refusals must not count)", d.States[2].Remaining)
+		}
+	})
+	t.Run("window", func(t *testing.T) {
+		limits := []Limit{{Name: "w", Key: "k:conc:w", Kind: Window, Limit: 50, Period: 100 * time.Millisecond}}
+		start := time.Now()
+		allowed := hammer(t, both, limits, 50, 0, 500*time.Millisecond)
+		checkWindowBounds(t, allowed, 50, 100*time.Millisecond, time.Since(start))
+	})
+}
+
+// twoNodes spreads Checks over two limiters, like a load balancer over two nodes.
+type twoNodes struct{ a, b Limiter }
+
+var flip atomic.Int64
+
+func (n *twoNodes) Check(ctx context.Context, limits []Limit, cost int64, d *Decision) error {
+	if flip.Add(1)%2 == 0 {
+		return n.a.Check(ctx, limits, cost, d)
+	}
+	return n.b.Check(ctx, limits, cost, d)
+}
+
+// TestRedisStoreErrors freezes and kills a private Redis under each on_store_error mode.
+func TestRedisStoreErrors(t *testing.T) {
+	for _, mode := range []StoreErrorMode{Local, Open, Closed} {
+		for _, ctxAware := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/ContextTimeoutEnabled=%v", mode, ctxAware), func(t *testing.T) {
+				testStoreErrors(t, mode, ctxAware)
+			})
+		}
+	}
+}
+
+func testStoreErrors(t *testing.T, mode StoreErrorMode, ctxAware bool) {
+	srv := startRedisServer(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxAware, MaxRetries: -1})
+	defer c.Close()
+	var durable atomic.Int64 // the database's count of allowed requests
+	seed := func(ctx context.Context, key string, kind Kind, start time.Time) (int64, error) {
+		return durable.Load(), nil
+	}
+	reg := prometheus.NewRegistry()
+	const timeout = 50 * time.Millisecond
+	r := newTestRedis(t, c, WithOnStoreError(mode), WithSeed(seed), WithRegisterer(reg),
+		WithTimeout(timeout), WithRetryBackoff(100*time.Millisecond))
+	const quotaLimit = 30
+	limits := []Limit{window("burst", 1000, time.Second), quota("quota", QuotaMonth, quotaLimit)}
+	ctx := context.Background()
+
+	// call checks once, timed, and counts allowed requests into the durable record.
+	call := func() (Decision, error) {
+		var d Decision
+		start := time.Now()
+		err := r.Check(ctx, limits, 1, &d)
+		if took := time.Since(start); took > timeout+100*time.Millisecond {
+			t.Fatalf("Check took %v with a %v timeout", took, timeout)
+		}
+		if err == nil && d.Allowed {
+			durable.Add(1)
+		}
+		return d, err
+	}
+	for range 10 {
+		if d, err := call(); err != nil || !d.Allowed {
+			t.Fatalf("healthy: %+v, %v", d, err)
+		}
+	}
+
+	// outage makes 15 requests while Redis is unusable and checks the mode's answers.
+	outage := func(what string, wantAllowed int) {
+		t.Helper()
+		allowed := 0
+		for range 15 {
+			d, err := call()
+			if mode == Closed {
+				if !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("%s, closed: Check = %v; want ErrUnavailable", what, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s, %v: Check = %v", what, mode, err)
+			}
+			if d.Allowed {
+				allowed++
+			}
+		}
+		if allowed != wantAllowed {
+			t.Fatalf("%s, %v: %d of 15 allowed; want %d", what, mode, allowed, wantAllowed)
+		}
+		if n := storeErrors(t, reg); n < 1 {
+			t.Fatalf("%s: keygate_limiter_store_errors_total = %v; want > 0", what, n)
+		}
+	}
+	// back waits (at most 2s) until the limiter is on Redis again, and returns a peek.
+	back := func(what string) Decision {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			var d Decision
+			err := r.Check(ctx, limits, 0, &d)
+			if err == nil && r.Healthy() {
+				if err := r.Check(ctx, limits, 0, &d); err != nil {
+					t.Fatal(err)
+				}
+				return d
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not back on Redis after 2s: %v", what, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wantAllowed := map[StoreErrorMode][2]int{Local: {15, 5}, Open: {15, 15}, Closed: {0, 0}}[mode]
+
+	srv.Freeze()
+	outage("frozen", wantAllowed[0])
+	srv.Thaw()
+	d := back("thawed")
+	want := int64(quotaLimit - 10) // open and closed: Redis holds what it counted
+	if mode == Local {
+		want = quotaLimit - durable.Load() // the fallback's usage was added to Redis
+	}
+	// The Check that ran into the freeze had sent its script: Redis ran it when it woke up, so
+	// that request may count twice (the error is on the strict side).
+	if got := d.States[1].Remaining; got != want && got != want-1 {
+		t.Fatalf("after the freeze, quota remaining %d; want %d (or one less)", got, want)
+	}
+
+	srv.Kill()
+	if mode == Local { // the fallback goes on from what Redis said last
+		wantAllowed[1] = int(min(d.States[1].Remaining, 15))
+	}
+	outage("killed", wantAllowed[1])
+	srv.Restart() // empty: the quota comes back through Seed
+	d = back("restarted")
+	if want := max(quotaLimit-durable.Load(), 0); d.States[1].Remaining != want {
+		t.Fatalf("after the restart, quota remaining %d; want %d (from Seed)", d.States[1].Remaining, want)
+	}
+	left := d.States[1].Remaining
+	for i := int64(0); i <= left; i++ {
+		if d, err := call(); err != nil || d.Allowed != (i < left) {
+			t.Fatalf("after the restart, request %d: %+v, %v", i, d, err)
+		}
+	}
+}
+
+func storeErrors(t testing.TB, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "keygate_limiter_store_errors_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("keygate_limiter_store_errors_total not registered")
+	return 0
+}
