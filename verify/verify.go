@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -53,7 +54,7 @@ type Verifier struct {
 	now       func() time.Time
 	prefix    string
 	legacy    []string
-	ttl       time.Duration
+	ttl       atomic.Int64 // time.Duration
 	negTTL    time.Duration
 	timeout   time.Duration
 	throttled func(string) bool
@@ -66,9 +67,10 @@ type Verifier struct {
 func New(o Options) *Verifier {
 	v := &Verifier{
 		store: o.Store, limiter: o.Limiter, now: o.Now, prefix: o.Prefix, legacy: o.LegacyPrefixes,
-		ttl: o.TTL, negTTL: o.NegativeTTL, timeout: o.LookupTimeout,
+		negTTL: o.NegativeTTL, timeout: o.LookupTimeout,
 		throttled: o.Throttled, onAllowed: o.OnAllowed,
 	}
+	v.ttl.Store(int64(o.TTL))
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -172,8 +174,8 @@ func (v *Verifier) load(ctx context.Context, h *[32]byte, now int64) (slot, erro
 			return slot{}, keygate.Errorf(keygate.CodeUnavailable, "key storage is unavailable")
 		}
 		s := slot{e: e}
-		if v.ttl > 0 {
-			s.deadline = now + int64(v.ttl)
+		if ttl := v.ttl.Load(); ttl > 0 {
+			s.deadline = now + ttl
 		}
 		v.cache.put(h, s)
 		return s, nil
@@ -392,6 +394,10 @@ func (v *Verifier) PlanChanged(name string) {
 
 // RootKeyChanged is a no-op: root keys are not verified here.
 func (v *Verifier) RootKeyChanged(string, []byte) {}
+
+// SetTTL changes how long new positive entries are trusted without invalidation (0: until
+// invalidated). A cluster node sets a few seconds while its invalidation channel is down.
+func (v *Verifier) SetTTL(d time.Duration) { v.ttl.Store(int64(d)) }
 
 // Purge drops every entry (used when the invalidation channel of a cluster was lost).
 func (v *Verifier) Purge() { v.cache.clear() }

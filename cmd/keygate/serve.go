@@ -25,9 +25,11 @@ import (
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/audit"
+	"github.com/keygate/keygate/cluster"
 	"github.com/keygate/keygate/config"
 	"github.com/keygate/keygate/control"
 	"github.com/keygate/keygate/gateway"
+	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/secretkey"
 	"github.com/keygate/keygate/store/postgres"
@@ -196,6 +198,7 @@ type server struct {
 	gateway  *gateway.Gateway
 	limiter  interface{ Close() error }
 	rdb      *redis.Client
+	bus      *cluster.Bus
 	usage    *usage.Recorder
 	sinks    audit.Sink
 	reloads  *prometheus.CounterVec
@@ -370,9 +373,24 @@ func (s *server) start(ctx context.Context) error {
 			s.usage.Add(e.Key.ID, e.ConsumerID, e.Key.LimiterID, cost)
 		},
 	})
+	// With Redis, changes reach the other nodes' caches through pub/sub; while that channel is
+	// down, cached keys are trusted for 5s at most (SPEC §10).
+	var inv control.Invalidator = s.verifier
+	if s.rdb != nil {
+		degradedTTL := 5 * time.Second
+		if t := cacheTTL; t > 0 && t < degradedTTL {
+			degradedTTL = t
+		}
+		s.verifier.SetTTL(degradedTTL) // until the channel is subscribed
+		s.bus = cluster.New(s.rdb, s.verifier, nodeID(), cluster.Hooks{
+			Degraded:  func() { s.verifier.SetTTL(degradedTTL); s.verifier.Purge() },
+			Recovered: func() { s.verifier.Purge(); s.verifier.SetTTL(cacheTTL) },
+		}, log)
+		inv = s.bus
+	}
 	s.control = control.New(control.Options{
 		Store: s.store, Prefix: cfg.KeyPrefix, LegacyPrefixes: cfg.Import.LegacyPrefixes,
-		Invalidator: s.verifier, AuditKey: auditKey, Logger: log,
+		Invalidator: inv, AuditKey: auditKey, Logger: log,
 		AuditSink: func(e *keygate.AuditEntry) {
 			if err := s.sinks.Write(e); err != nil {
 				log.Error("audit sink write failed", "err", err)
@@ -428,6 +446,12 @@ func (s *server) bootstrapRootKey(ctx context.Context) error {
 	abs, _ := filepath.Abs(path)
 	s.log.Warn("generated the first root key (permission admin); it is in this file, readable only by you — move it somewhere safe", "file", abs)
 	return nil
+}
+
+// nodeID names this process in cluster messages.
+func nodeID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), keys.NewID("n"))
 }
 
 // seedQuota reads a quota counter's usage from the durable daily counters. Limit keys are
@@ -495,6 +519,9 @@ func (s *server) close(ctx context.Context) error {
 		if err := s.usage.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush usage: %w", err))
 		}
+	}
+	if s.bus != nil {
+		s.bus.Close()
 	}
 	if s.limiter != nil {
 		s.limiter.Close()
