@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -135,14 +134,15 @@ func (s *Service) AuthenticateRoot(ctx context.Context, token string) (*keygate.
 }
 
 // ErrRootKeyRevoked is returned by EnsureRootKey when KEYGATE_ROOT_KEY names a revoked key.
-var ErrRootKeyRevoked = errors.New("KEYGATE_ROOT_KEY is a revoked root key; set another one (keygate root-key generate)")
+var ErrRootKeyRevoked = &keygate.Error{Code: keygate.CodeConflict,
+	Message: "KEYGATE_ROOT_KEY is a revoked root key: start refused; set another one (keygate root-key generate)"}
 
 // EnsureRootKey makes sure a root key with plaintext token exists with permission admin
 // (idempotent). A revoked one is ErrRootKeyRevoked.
 func (s *Service) EnsureRootKey(ctx context.Context, token string) error {
 	p, err := keys.Parse(token, s.prefix)
 	if err != nil || !p.Root() {
-		return errors.New("KEYGATE_ROOT_KEY is not a well-formed root key (expected " + s.prefix + "_root_…, see keygate root-key generate)")
+		return keygate.Errorf(keygate.CodeBadRequest, "KEYGATE_ROOT_KEY is not a well-formed root key (expected %s_root_…; see keygate root-key generate)", s.prefix)
 	}
 	h := keys.Hash(token)
 	return s.apply(ctx, Actor{ID: "system"}, func(ctx context.Context, r *recorder) error {
