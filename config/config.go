@@ -50,6 +50,10 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 	// LogLevel is debug, info, warn or error. Default "info".
 	LogLevel string `yaml:"log_level"`
+	// DataDir is where keygate writes the files it generates (the secret key and the first root
+	// key). Default: the directory of the SQLite database, or the working directory with
+	// PostgreSQL.
+	DataDir string `yaml:"data_dir"`
 	// DrainTimeout bounds how long SIGTERM waits for in-flight requests. Default 30s.
 	DrainTimeout keygate.Duration `yaml:"drain_timeout"`
 
@@ -191,6 +195,7 @@ func Load(flags Flags, lookupEnv func(string) (string, bool)) (*Config, error) {
 	envPtr("KEYGATE_ADMIN_ADDR", &c.AdminAddr)
 	envPtr("KEYGATE_PORTAL_ADDR", &c.PortalAddr)
 	env("KEYGATE_KEY_PREFIX", &c.KeyPrefix)
+	env("KEYGATE_DATA_DIR", &c.DataDir)
 	env("KEYGATE_LOG_FORMAT", &c.LogFormat)
 	set := func(src *string, dst *string) {
 		if src != nil {
@@ -370,9 +375,12 @@ func (c *Config) DatabaseDriver() (driver, dsn string, err error) {
 	return "", "", errorf("KEYGATE_DATABASE_URL / database_url: must be sqlite:PATH or a postgres:// URL")
 }
 
-// DataDir is where keygate keeps its generated files (secret key, root key): beside the SQLite
+// Dir is where keygate keeps its generated files (secret key, root key): beside the SQLite
 // database, or the working directory with PostgreSQL.
-func (c *Config) DataDir() string {
+func (c *Config) Dir() string {
+	if c.DataDir != "" {
+		return c.DataDir
+	}
 	driver, dsn, err := c.DatabaseDriver()
 	if err == nil && driver == "sqlite" {
 		return filepath.Dir(dsn)

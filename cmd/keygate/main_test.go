@@ -283,7 +283,6 @@ func TestRevokedRootKeyRefusesStart(t *testing.T) {
 // database at once: the advisory lock lets exactly one create the root key.
 func TestConcurrentBootstrapCreatesOneRootKey(t *testing.T) {
 	url := pgtest.URL(t)
-	wd := t.TempDir()
 	secret := strings.Repeat("cd", 32)
 	const nodes = 3
 	var wg sync.WaitGroup
@@ -293,11 +292,11 @@ func TestConcurrentBootstrapCreatesOneRootKey(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			started[i] = startNoFatal(t, map[string]string{"KEYGATE_DATABASE_URL": url, "KEYGATE_SECRET_KEY": secret,
+				"KEYGATE_DATA_DIR":   t.TempDir(),
 				"KEYGATE_PROXY_ADDR": "", "KEYGATE_ADMIN_ADDR": "127.0.0.1:0", "KEYGATE_PORTAL_ADDR": ""})
 		}(i)
 	}
 	wg.Wait()
-	_ = wd
 	created := 0
 	for i, n := range started {
 		if n == nil {
@@ -317,7 +316,6 @@ func startNoFatal(t *testing.T, vars map[string]string) (n *node) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n = &node{stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan Addrs, 1)
-	// Generated files go to the working directory with PostgreSQL: run in a temp dir per node.
 	go func() { n.done <- run(ctx, []string{"serve"}, env(vars), io.Discard, n.stderr, ready) }()
 	select {
 	case n.addrs = <-ready:

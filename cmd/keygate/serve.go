@@ -130,7 +130,7 @@ func loadSecretKey(cfg *config.Config, log *slog.Logger) (secretkey.Key, error) 
 	if driver != "sqlite" {
 		return secretkey.Key{}, settingsError("KEYGATE_SECRET_KEY: required with PostgreSQL (32+ random bytes, base64 or hex; e.g. openssl rand -hex 32)")
 	}
-	dir := cfg.DataDir()
+	dir := cfg.Dir()
 	k, created, err := secretkey.LoadOrCreate(dir)
 	if err != nil {
 		return secretkey.Key{}, settingsError("KEYGATE_SECRET_KEY unset and the key file in %s is unusable: %v", dir, err)
@@ -432,7 +432,7 @@ func (s *server) bootstrapRootKey(ctx context.Context) error {
 	if plaintext == "" {
 		return nil
 	}
-	path := filepath.Join(s.cfg.DataDir(), "keygate-root-key.txt")
+	path := filepath.Join(s.cfg.Dir(), "keygate-root-key.txt")
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err == nil {
 		_, err = f.WriteString(plaintext + "\n")
