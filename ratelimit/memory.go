@@ -96,12 +96,15 @@ func (m *Memory) Check(ctx context.Context, limits []Limit, cost int64, d *Decis
 	if len(limits) > maxStack {
 		idx, locks, ents = make([]uint32, 0, len(limits)), make([]uint32, 0, len(limits)), make([]*entry, 0, len(limits))
 	}
+	prev := ""
 	for i := range limits {
-		if i > 0 && owner(limits[i].Key) == owner(limits[i-1].Key) {
+		o := owner(limits[i].Key)
+		if i > 0 && o == prev {
 			idx = append(idx, idx[i-1])
 			continue
 		}
-		idx = append(idx, m.shardIndex(limits[i].Key))
+		idx = append(idx, uint32(maphash.String(m.hash, o)&m.mask))
+		prev = o
 	}
 	locks = sortedUnique(locks, idx)
 
