@@ -14,6 +14,7 @@ import (
 // quotas hold under any concurrency. A key's shard is chosen by the part of the key before its
 // last ':' (the owner, as in "k:<id>:burst"), so the limits of one owner cost one lock.
 type Memory struct {
+	o      options
 	now    func() time.Time
 	seed   SeedFunc
 	hash   maphash.Seed
@@ -59,6 +60,7 @@ func newMemory(o options) *Memory {
 		n <<= 1
 	}
 	m := &Memory{
+		o:      o,
 		now:    o.now,
 		seed:   o.seed,
 		hash:   maphash.MakeSeed(),
@@ -184,9 +186,11 @@ next:
 func (m *Memory) seedQuota(ctx context.Context, l *Limit, shardIdx uint32, now int64) {
 	e := &entry{kind: l.Kind}
 	e.start, e.end = periodBounds(l.Kind, now)
+	ctx, cancel := m.o.seedCtx(ctx)
 	if used, err := m.seed(ctx, l.Key, l.Kind, time.Unix(0, e.start).UTC()); err == nil && used > 0 {
 		e.used = used
 	}
+	cancel()
 	s := &m.shards[shardIdx]
 	s.mu.Lock()
 	if s.m[l.Key] == nil {
@@ -280,10 +284,14 @@ func decide(limits []Limit, ents []*entry, cost, now int64, d *Decision) {
 }
 
 // window returns the arithmetic of l, cached in the entry, and turns the entry into a window
-// of l if it was something else (the configuration changed).
-func (e *entry) window(l *Limit) (gcra, bool) {
+// of l if it was something else (the configuration changed). ok is false for a limit that is
+// no valid window (nor a quota: an unknown Kind).
+func (e *entry) window(l *Limit) (g gcra, ok bool) {
 	if e.kind != Window {
 		*e = entry{kind: Window}
+	}
+	if l.Kind != Window {
+		return gcra{}, false
 	}
 	if e.g.limit != l.Limit || e.g.period != int64(l.Period) {
 		g, ok := newGCRA(l.Limit, int64(l.Period))

@@ -409,3 +409,44 @@ func checkWindowBounds(t testing.TB, allowed, limit int64, period, run time.Dura
 		t.Fatalf("%d allowed in %v by %d per %v; want within [%.0f, %.0f]", allowed, run, limit, period, lower, upper)
 	}
 }
+
+func TestManyLimits(t *testing.T) {
+	clock := newFakeClock(t0)
+	m := newTestMemory(t, clock)
+	var limits []Limit
+	for i := range 12 { // more than maxStack, over several owners
+		limits = append(limits, Limit{Name: fmt.Sprint(i), Key: fmt.Sprintf("o%d:w%d", i%5, i), Kind: Window, Limit: int64(i + 1), Period: time.Minute})
+	}
+	d := check(t, m, limits, 1)
+	if !d.Allowed || len(d.States) != 12 || d.States[11].Remaining != 11 {
+		t.Fatalf("first: %+v", d)
+	}
+	d = check(t, m, limits, 1)
+	if d.Allowed || d.Denied != 0 || d.States[11].Remaining != 11 {
+		t.Fatalf("second: allowed %v denied %d remaining of the last %d; want false 0 11", d.Allowed, d.Denied, d.States[11].Remaining)
+	}
+}
+
+// TestLimitChanges: a key whose limit, period or kind changes (a plan edit) goes on sensibly.
+func TestLimitChanges(t *testing.T) {
+	clock := newFakeClock(t0)
+	m := newTestMemory(t, clock)
+	l := Limit{Name: "x", Key: "k:1:x", Kind: Window, Limit: 3, Period: time.Second}
+	check(t, m, []Limit{l}, 3)
+	l.Limit = 6 // the window is used up for its period (the TAT is time), and refills twice as fast
+	if d := check(t, m, []Limit{l}, 0); d.States[0].Remaining != 0 {
+		t.Fatalf("after raising the limit: remaining %d; want 0", d.States[0].Remaining)
+	}
+	clock.Advance(500 * time.Millisecond)
+	if d := check(t, m, []Limit{l}, 0); d.States[0].Remaining != 3 {
+		t.Fatalf("500ms after raising the limit: remaining %d; want 3", d.States[0].Remaining)
+	}
+	l.Kind = QuotaDay
+	if d := check(t, m, []Limit{l}, 1); !d.Allowed || d.States[0].Remaining != 5 || d.States[0].Window != 24*time.Hour {
+		t.Fatalf("as a quota: %+v", d)
+	}
+	l.Kind = 9
+	if d := check(t, m, []Limit{l}, 1); d.Allowed {
+		t.Fatalf("unknown kind: allowed")
+	}
+}

@@ -143,16 +143,18 @@ type options struct {
 	onStoreError StoreErrorMode
 	registerer   prometheus.Registerer
 	backoff      time.Duration
+	seedTimeout  time.Duration
 }
 
 func defaultOptions() options {
 	return options{
-		now:        time.Now,
-		shards:     64,
-		sweepEvery: time.Minute,
-		prefix:     "keygate:rl:",
-		timeout:    50 * time.Millisecond,
-		backoff:    250 * time.Millisecond,
+		now:         time.Now,
+		shards:      64,
+		sweepEvery:  time.Minute,
+		prefix:      "keygate:rl:",
+		timeout:     50 * time.Millisecond,
+		backoff:     250 * time.Millisecond,
+		seedTimeout: time.Second,
 	}
 }
 
@@ -163,6 +165,9 @@ func WithNow(now func() time.Time) Option { return func(o *options) { o.now = no
 // WithSeed sets where quota counters missing from the store are refilled from. Default none: a
 // missing counter starts at 0 (so a restart, or a Redis that lost its data, resets quotas).
 func WithSeed(seed SeedFunc) Option { return func(o *options) { o.seed = seed } }
+
+// WithSeedTimeout bounds each call of the seed. Default 1s.
+func WithSeedTimeout(d time.Duration) Option { return func(o *options) { o.seedTimeout = d } }
 
 // WithShards sets the number of lock shards of the memory limiter, rounded up to a power of
 // two. Default 64.
@@ -187,6 +192,16 @@ func WithOnStoreError(m StoreErrorMode) Option { return func(o *options) { o.onS
 func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
 
 // WithRetryBackoff sets how long the Redis limiter stays on its fallback after a failed call
-// before it tries Redis again (one probing call at a time). Default 250ms; at most 1s is
-// sensible, since the fallback is less exact than Redis.
-func WithRetryBackoff(d time.Duration) Option { return func(o *options) { o.backoff = d } }
+// before it tries Redis again (one probing call at a time). Default 250ms; 0 tries on every
+// call; values above 1s are taken as 1s, since the fallback is less exact than Redis.
+func WithRetryBackoff(d time.Duration) Option {
+	return func(o *options) { o.backoff = min(max(d, 0), time.Second) }
+}
+
+// seedCtx bounds a seed call by the seed timeout.
+func (o *options) seedCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if o.seedTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, o.seedTimeout)
+}

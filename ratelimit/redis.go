@@ -48,6 +48,10 @@ type pendingKey struct {
 
 // NewRedis returns a limiter on client. It does not contact Redis: a Redis that is down at start
 // is handled like one that fails later. The error is only about registering its metric.
+//
+// Give it a client with ContextTimeoutEnabled: true, so that the per-call timeout reaches the
+// socket; with any other client each Redis call runs in a goroutine of its own that Check stops
+// waiting for at the timeout (correct, but slower).
 func NewRedis(client redis.UniversalClient, opts ...Option) (*Redis, error) {
 	if client == nil {
 		return nil, errors.New("ratelimit: NewRedis without a client")
@@ -105,6 +109,10 @@ func (r *Redis) Healthy() bool { return r.downUntil.Load() == 0 }
 
 // Check implements Limiter.
 func (r *Redis) Check(ctx context.Context, limits []Limit, cost int64, d *Decision) error {
+	if len(limits) == 0 {
+		openDecision(nil, 0, d)
+		return nil
+	}
 	probe := false
 	if until := r.downUntil.Load(); until != 0 {
 		if r.o.now().UnixNano() < until || !r.probing.CompareAndSwap(false, true) {
@@ -146,11 +154,14 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 	for i := range limits {
 		l := &limits[i]
 		keys[i] = r.o.prefix + l.Key
-		var g gcra // zero (refuse) for an invalid window
-		if l.Kind == Window {
+		kind, g := l.Kind, gcra{} // an unknown kind goes as a window that refuses (g zero)
+		switch {
+		case kind == Window:
 			g, _ = newGCRA(l.Limit, int64((l.Period+time.Microsecond-1)/time.Microsecond))
+		case !kind.isQuota():
+			kind = Window
 		}
-		args = append(args, uint8(l.Kind), l.Limit, g.period, g.q, g.r)
+		args = append(args, uint8(kind), l.Limit, g.period, g.q, g.r)
 	}
 	for attempt := 0; ; attempt++ {
 		var res []any
@@ -231,7 +242,9 @@ func (r *Redis) seedMissing(ctx context.Context, limits []Limit, keys []string, 
 		}
 		l := &limits[i]
 		start := time.Unix(startSec, 0).UTC()
-		used, err := r.o.seed(ctx, l.Key, l.Kind, start)
+		seedCtx, cancel := r.o.seedCtx(ctx)
+		used, err := r.o.seed(seedCtx, l.Key, l.Kind, start)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("ratelimit: seed %q: %w", l.Key, err)
 		}

@@ -386,3 +386,43 @@ func storeErrors(t testing.TB, reg *prometheus.Registry) float64 {
 	t.Fatal("keygate_limiter_store_errors_total not registered")
 	return 0
 }
+
+// TestRedisSeedFails: a failing seed means the quota cannot be exact: the store-error mode
+// answers (here Closed), and the next Check after the backoff tries again.
+func TestRedisSeedFails(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	var fail atomic.Bool
+	fail.Store(true)
+	seed := func(ctx context.Context, key string, kind Kind, start time.Time) (int64, error) {
+		if fail.Load() {
+			return 0, errors.New("database down")
+		}
+		return 4, nil
+	}
+	r := newTestRedis(t, c, WithPrefix(prefix), WithSeed(seed), WithOnStoreError(Closed), WithRetryBackoff(0))
+	limits := []Limit{quota("q", QuotaDay, 5)}
+	var d Decision
+	if err := r.Check(context.Background(), limits, 1, &d); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Check with the seed failing = %v; want ErrUnavailable", err)
+	}
+	fail.Store(false)
+	if d := check(t, r, limits, 1); !d.Allowed || d.States[0].Remaining != 0 {
+		t.Fatalf("after the seed recovered: %+v; want allowed with 0 remaining", d)
+	}
+}
+
+func TestRedisHungSeedTimesOut(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	seed := func(ctx context.Context, key string, kind Kind, start time.Time) (int64, error) {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	r := newTestRedis(t, c, WithPrefix(prefix), WithSeed(seed), WithSeedTimeout(30*time.Millisecond), WithOnStoreError(Open))
+	start := time.Now()
+	if d := check(t, r, []Limit{quota("q", QuotaDay, 5)}, 1); !d.Allowed {
+		t.Fatalf("open mode with a hung seed: %+v; want allowed", d)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Check took %v with a hung seed", took)
+	}
+}
