@@ -45,6 +45,9 @@ type Options struct {
 	Throttled func(keyID string) bool
 	// OnAllowed is called for every request that passed all checks, with its cost (usage counting).
 	OnAllowed func(e *Entry, cost int64)
+	// OnLimits is called after every limiter check with its decision (quota events). It must not
+	// block or keep d.
+	OnLimits func(e *Entry, d *ratelimit.Decision)
 }
 
 // Verifier verifies keys. It is safe for concurrent use.
@@ -59,6 +62,7 @@ type Verifier struct {
 	timeout   time.Duration
 	throttled func(string) bool
 	onAllowed func(*Entry, int64)
+	onLimits  func(*Entry, *ratelimit.Decision)
 	cache     *cache
 	group     singleflight.Group
 }
@@ -68,7 +72,7 @@ func New(o Options) *Verifier {
 	v := &Verifier{
 		store: o.Store, limiter: o.Limiter, now: o.Now, prefix: o.Prefix, legacy: o.LegacyPrefixes,
 		negTTL: o.NegativeTTL, timeout: o.LookupTimeout,
-		throttled: o.Throttled, onAllowed: o.OnAllowed,
+		throttled: o.Throttled, onAllowed: o.OnAllowed, onLimits: o.OnLimits,
 	}
 	v.ttl.Store(int64(o.TTL))
 	if v.now == nil {
@@ -309,25 +313,31 @@ func (e *Entry) HasScopes(want []string) bool { return keygate.ScopesGrant(e.Key
 
 // Limit checks and consumes the key's windows and quotas. code is "" when allowed, else
 // RATE_LIMITED or QUOTA_EXCEEDED; d holds every state. err is ratelimit.ErrUnavailable (code
-// UNAVAILABLE) when the counter store failed in closed mode.
+// UNAVAILABLE) when the counter store failed in closed mode. An allowed request of cost > 0 is
+// counted in the durable usage record (OnAllowed), with or without limits.
 func (v *Verifier) Limit(ctx context.Context, e *Entry, cost int64, d *ratelimit.Decision) (code string, err error) {
 	d.Allowed, d.Denied, d.RetryAfter, d.States = true, -1, 0, d.States[:0]
-	if v.limiter == nil || len(e.Limits) == 0 {
-		return "", nil
-	}
-	if err := v.limiter.Check(ctx, e.Limits, cost, d); err != nil {
-		if errors.Is(err, ratelimit.ErrUnavailable) {
-			return "", &keygate.Error{Code: keygate.CodeUnavailable, Message: "the rate-limit store is unavailable"}
+	if v.limiter != nil && len(e.Limits) > 0 {
+		if err := v.limiter.Check(ctx, e.Limits, cost, d); err != nil {
+			if errors.Is(err, ratelimit.ErrUnavailable) {
+				return "", &keygate.Error{Code: keygate.CodeUnavailable, Message: "the rate-limit store is unavailable"}
+			}
+			return "", err
 		}
-		return "", err
+		if v.onLimits != nil {
+			v.onLimits(e, d)
+		}
+		if !d.Allowed {
+			if d.Denied >= 0 && d.Denied < len(e.Limits) && e.Limits[d.Denied].Kind != ratelimit.Window {
+				return keygate.CodeQuotaExceeded, nil
+			}
+			return keygate.CodeRateLimited, nil
+		}
 	}
-	if d.Allowed {
-		return "", nil
+	if cost > 0 && v.onAllowed != nil {
+		v.onAllowed(e, cost)
 	}
-	if d.Denied >= 0 && d.Denied < len(e.Limits) && e.Limits[d.Denied].Kind != ratelimit.Window {
-		return keygate.CodeQuotaExceeded, nil
-	}
-	return keygate.CodeRateLimited, nil
+	return "", nil
 }
 
 // Verify runs every check of SPEC §3 in order and fills res. The returned error is non-nil only
@@ -348,9 +358,6 @@ func (v *Verifier) Verify(ctx context.Context, req *Request, res *Result) error 
 		code, err = v.Limit(ctx, e, cost, &res.Limits)
 		if err != nil {
 			return err
-		}
-		if code == "" && cost > 0 && v.onAllowed != nil {
-			v.onAllowed(e, cost)
 		}
 	}
 	if code == "" {

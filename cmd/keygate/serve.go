@@ -365,6 +365,16 @@ func (s *server) start(ctx context.Context) error {
 	}
 
 	s.usage = usage.New(s.store, usage.Options{Logger: log})
+	// Events go to the log until webhooks deliver them; their data never holds a secret.
+	events := logEvents{log}
+	var claim func(ctx context.Context, name string, ttl time.Duration) bool
+	if s.rdb != nil {
+		claim = func(ctx context.Context, name string, ttl time.Duration) bool {
+			ok, err := s.rdb.SetNX(ctx, name, 1, ttl).Result()
+			return ok || err != nil // with Redis down, a duplicate beats a lost event
+		}
+	}
+	quotaEvents := usage.NewQuotaWatcher(events, nil, claim)
 	cacheTTL := cfg.Cache.TTL.D()
 	s.verifier = verify.New(verify.Options{
 		Store: s.store, Limiter: lim, Prefix: cfg.KeyPrefix, LegacyPrefixes: cfg.Import.LegacyPrefixes,
@@ -372,6 +382,7 @@ func (s *server) start(ctx context.Context) error {
 		OnAllowed: func(e *verify.Entry, cost int64) {
 			s.usage.Add(e.Key.ID, e.ConsumerID, e.Key.LimiterID, cost)
 		},
+		OnLimits: quotaEvents.Observe,
 	})
 	// With Redis, changes reach the other nodes' caches through pub/sub; while that channel is
 	// down, cached keys are trusted for 5s at most (SPEC §10).
@@ -390,7 +401,7 @@ func (s *server) start(ctx context.Context) error {
 	}
 	s.control = control.New(control.Options{
 		Store: s.store, Prefix: cfg.KeyPrefix, LegacyPrefixes: cfg.Import.LegacyPrefixes,
-		Invalidator: inv, AuditKey: auditKey, Logger: log,
+		Invalidator: inv, AuditKey: auditKey, Logger: log, Events: events,
 		AuditSink: func(e *keygate.AuditEntry) {
 			if err := s.sinks.Write(e); err != nil {
 				log.Error("audit sink write failed", "err", err)
@@ -446,6 +457,13 @@ func (s *server) bootstrapRootKey(ctx context.Context) error {
 	abs, _ := filepath.Abs(path)
 	s.log.Warn("generated the first root key (permission admin); it is in this file, readable only by you — move it somewhere safe", "file", abs)
 	return nil
+}
+
+// logEvents writes domain events to the log (the webhook sender replaces it).
+type logEvents struct{ log *slog.Logger }
+
+func (l logEvents) Emit(_ context.Context, eventType string, data map[string]any) {
+	l.log.Info("event", "type", eventType, "data", data)
 }
 
 // nodeID names this process in cluster messages.
