@@ -279,7 +279,7 @@ func testStoreErrors(t *testing.T, mode StoreErrorMode, ctxAware bool) {
 		var d Decision
 		start := time.Now()
 		err := r.Check(ctx, limits, 1, &d)
-		if took := time.Since(start); took > timeout+100*time.Millisecond {
+		if took := time.Since(start); took > timeout+250*time.Millisecond {
 			t.Fatalf("Check took %v with a %v timeout", took, timeout)
 		}
 		if err == nil && d.Allowed {
