@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -152,4 +153,54 @@ func names(limits []Limit) []string {
 		s = append(s, l.Name)
 	}
 	return s
+}
+
+// TestRedisAgainstMemory: the Lua script and the Go code decide alike. The windows refill so
+// slowly (T >= 8 min) that Redis's moving clock does not matter within a run; their periods are
+// not multiples of their limits, so the exact-T arithmetic is exercised.
+func TestRedisAgainstMemory(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	pool := []Limit{
+		{Name: "a", Key: "k:1:a", Kind: Window, Limit: 7, Period: time.Hour},
+		{Name: "b", Key: "k:1:b", Kind: Window, Limit: 3, Period: 25 * time.Minute},
+		{Name: "c", Key: "c:1:c", Kind: Window, Limit: 1, Period: time.Hour},
+		{Name: "day", Key: "k:1:day", Kind: QuotaDay, Limit: 12},
+		{Name: "month", Key: "c:1:month", Kind: QuotaMonth, Limit: 9},
+	}
+	run := 0
+	rapid.Check(t, func(t *rapid.T) {
+		run++
+		r, err := NewRedis(c, WithPrefix(prefix+strconv.Itoa(run)+":"), WithTimeout(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		mem := NewMemory(WithSweepInterval(0))
+		defer mem.Close()
+		var dr, dm Decision
+		for range rapid.IntRange(1, 30).Draw(t, "checks") {
+			var limits []Limit
+			for i := range pool {
+				if rapid.Bool().Draw(t, pool[i].Name) {
+					limits = append(limits, pool[i])
+				}
+			}
+			if len(limits) == 0 {
+				continue
+			}
+			cost := rapid.Int64Range(0, 4).Draw(t, "cost")
+			if err := r.Check(context.Background(), limits, cost, &dr); err != nil {
+				t.Fatal(err)
+			}
+			mem.Check(context.Background(), limits, cost, &dm)
+			if dr.Allowed != dm.Allowed || dr.Denied != dm.Denied {
+				t.Fatalf("Check(%v, %d): redis allowed %v denied %d; memory %v %d", names(limits), cost, dr.Allowed, dr.Denied, dm.Allowed, dm.Denied)
+			}
+			for i := range dm.States {
+				if dr.States[i].Remaining != dm.States[i].Remaining || dr.States[i].Window != dm.States[i].Window {
+					t.Fatalf("Check(%v, %d): state %d: redis %+v; memory %+v", names(limits), cost, i, dr.States[i], dm.States[i])
+				}
+			}
+		}
+	})
 }
