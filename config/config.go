@@ -90,7 +90,9 @@ type ImportConfig struct {
 type RateLimitConfig struct {
 	// OnStoreError is local, open or closed: what to do while Redis is unreachable. Default local.
 	OnStoreError string `yaml:"on_store_error"`
-	// Timeout bounds every Redis call of the limiter. Default 50ms.
+	// Timeout bounds every Redis call of the limiter. Default 200ms: short enough that a hung
+	// Redis costs one probe request that long (then on_store_error applies at once), long enough
+	// that a busy node does not mistake queueing for an outage.
 	Timeout keygate.Duration `yaml:"timeout"`
 }
 
@@ -136,7 +138,7 @@ func Defaults() *Config {
 		LogLevel:     "info",
 		DrainTimeout: keygate.Duration(30 * time.Second),
 		Admin:        AdminConfig{MaxBody: 1 << 20},
-		RateLimit:    RateLimitConfig{OnStoreError: "local", Timeout: keygate.Duration(50 * time.Millisecond)},
+		RateLimit:    RateLimitConfig{OnStoreError: "local", Timeout: keygate.Duration(200 * time.Millisecond)},
 		Cache:        CacheConfig{NegativeTTL: keygate.Duration(5 * time.Second), MaxEntries: 1_000_000},
 		Database:     DatabaseConfig{Timeout: keygate.Duration(5 * time.Second)},
 	}
