@@ -16,6 +16,9 @@ import (
 //go:embed check.lua
 var checkLua string
 
+// errRecentFailure is the cause given while the limiter waits out its retry backoff.
+var errRecentFailure = errors.New("redis failed less than the retry backoff ago")
+
 // quotaGrace is how long a quota counter outlives its period in Redis.
 const quotaGrace = time.Hour
 
@@ -116,7 +119,7 @@ func (r *Redis) Check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 	probe := false
 	if until := r.downUntil.Load(); until != 0 {
 		if r.o.now().UnixNano() < until || !r.probing.CompareAndSwap(false, true) {
-			return r.fallback(ctx, limits, cost, d, errors.New("redis failed recently"))
+			return r.fallback(ctx, limits, cost, d, errRecentFailure)
 		}
 		probe = true
 		defer r.probing.Store(false)
