@@ -206,6 +206,14 @@ func TestRedisSeed(t *testing.T) {
 	if d.States[0].Remaining != 0 || d.States[1].Remaining != 10000-900-100 {
 		t.Fatalf("remaining %d, %d; want 0, %d", d.States[0].Remaining, d.States[1].Remaining, 10000-900-100)
 	}
+	tm, err := c.Time(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := prefix + "k:test:q:" + periodSuffix(QuotaMonth, tm.UTC())
+	if ttl, err := c.PTTL(context.Background(), key).Result(); err != nil || ttl <= 0 || ttl > 32*24*time.Hour {
+		t.Fatalf("PTTL(%s) = %v, %v; want the rest of the month and an hour", key, ttl, err)
+	}
 }
 
 // TestRedisConcurrent: 50 clients on two nodes. The quota is exact; windows stay within bounds.
