@@ -81,8 +81,8 @@
 // Redis again, so recovery needs no restart. The modes (ratelimit.on_store_error):
 //
 //   - Local (default): an in-memory limiter on this node enforces the windows and quotas,
-//     quotas starting from the last usage Redis reported to this node (or from Seed for a
-//     counter it never saw). On recovery the usage it admitted is added to the Redis counters
+//     quotas starting from the last usage Redis reported to this node, or from Seed when it
+//     never saw the counter or what it saw is more than 2s old (the larger of the two then). On recovery the usage it admitted is added to the Redis counters
 //     that survived (a counter that is gone is refilled by Seed from the database, which
 //     counted those requests). Windows are per node meanwhile, so a cluster of N nodes admits
 //     up to N times a window.

@@ -41,8 +41,9 @@ type entry struct {
 	// because its divisions are a good part of a Check.
 	tat, frac int64
 	g         gcra
-	// Quotas: the period counted, unix ns, and the usage in it.
-	start, end, used int64
+	// Quotas: the period counted, unix ns, and the usage in it; learned is when that usage
+	// came from Redis (see remember), 0 once this limiter counts on its own.
+	start, end, used, learned int64
 }
 
 // NewMemory returns an in-process limiter. Its sweeper goroutine runs until Close.
@@ -199,15 +200,41 @@ func (m *Memory) seedQuota(ctx context.Context, l *Limit, shardIdx uint32, now i
 	s.mu.Unlock()
 }
 
-// remember sets a quota counter to a usage learnt elsewhere (the Redis limiter's last answer),
-// so that this limiter, as a fallback, starts from it.
-func (m *Memory) remember(key string, kind Kind, start, end, used int64) {
+// remember sets a quota counter to a usage learnt at learned (unix ns) from elsewhere (the
+// Redis limiter's last answer), so that this limiter, as a fallback, starts from it.
+func (m *Memory) remember(key string, kind Kind, start, end, used, learned int64) {
 	s := &m.shards[m.shardIndex(key)]
 	s.mu.Lock()
 	if e := s.m[key]; e != nil {
-		*e = entry{kind: kind, start: start, end: end, used: used}
+		*e = entry{kind: kind, start: start, end: end, used: used, learned: learned}
 	} else {
-		s.m[key] = &entry{kind: kind, start: start, end: end, used: used}
+		s.m[key] = &entry{kind: kind, start: start, end: end, used: used, learned: learned}
+	}
+	s.mu.Unlock()
+}
+
+// learnedAt returns when the quota counter of key was last set by remember, 0 if never or if
+// this limiter has counted on its own since.
+func (m *Memory) learnedAt(key string) int64 {
+	s := &m.shards[m.shardIndex(key)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[key]; e != nil && e.kind.isQuota() {
+		return e.learned
+	}
+	return 0
+}
+
+// raise brings the quota counter of key up to used (if it counts the period starting at
+// start), and marks it as this limiter's own from now on.
+func (m *Memory) raise(key string, start, used int64) {
+	s := &m.shards[m.shardIndex(key)]
+	s.mu.Lock()
+	if e := s.m[key]; e != nil && e.kind.isQuota() {
+		if e.start == start {
+			e.used = max(e.used, used)
+		}
+		e.learned = 0
 	}
 	s.mu.Unlock()
 }

@@ -291,6 +291,7 @@ func (r *Redis) decision(limits []Limit, vals []int64, d *Decision) error {
 		d.RetryAfter = max(time.Duration(vals[2])*time.Microsecond, time.Microsecond)
 	}
 	d.States = d.States[:0]
+	learned := int64(0)
 	for i := range limits {
 		l := &limits[i]
 		v := vals[4+4*i:]
@@ -303,7 +304,10 @@ func (r *Redis) decision(limits []Limit, vals []int64, d *Decision) error {
 		if l.Kind.isQuota() {
 			start, end := periodBounds(l.Kind, v[3]*int64(time.Second))
 			st.Window = time.Duration(end - start)
-			r.local.remember(l.Key, l.Kind, start, end, v[2])
+			if learned == 0 {
+				learned = r.o.now().UnixNano()
+			}
+			r.local.remember(l.Key, l.Kind, start, end, v[2], learned)
 		}
 		d.States = append(d.States, st)
 	}
@@ -319,6 +323,7 @@ func (r *Redis) fallback(ctx context.Context, limits []Limit, cost int64, d *Dec
 	case Closed:
 		return fmt.Errorf("%w: %w", ErrUnavailable, cause)
 	}
+	r.refreshStale(ctx, limits)
 	if err := r.local.Check(ctx, limits, cost, d); err != nil {
 		return err
 	}
@@ -334,6 +339,37 @@ func (r *Redis) fallback(ctx context.Context, limits []Limit, cost int64, d *Dec
 		r.mu.Unlock()
 	}
 	return nil
+}
+
+// staleAfter is the age past which what Redis last said about a quota is older than the
+// database's record (which lags by its flush interval, 1s).
+const staleAfter = 2 * time.Second
+
+// refreshStale, on the Local fallback, raises the quota counters whose last Redis answer is
+// stale to the database's record: other nodes may have used the quota since. Once per counter
+// and outage; afterwards the fallback counts on its own.
+func (r *Redis) refreshStale(ctx context.Context, limits []Limit) {
+	if r.o.seed == nil {
+		return
+	}
+	now := r.o.now().UnixNano()
+	for i := range limits {
+		l := &limits[i]
+		if !l.Kind.isQuota() {
+			continue
+		}
+		if learned := r.local.learnedAt(l.Key); learned == 0 || now-learned < int64(staleAfter) {
+			continue
+		}
+		start, _ := periodBounds(l.Kind, now)
+		seedCtx, cancel := r.o.seedCtx(ctx)
+		used, err := r.o.seed(seedCtx, l.Key, l.Kind, time.Unix(0, start).UTC())
+		cancel()
+		if err != nil {
+			used = 0 // the database is down too: go on from what Redis said
+		}
+		r.local.raise(l.Key, start, used)
+	}
 }
 
 // openDecision allows everything and reports every limit whole.

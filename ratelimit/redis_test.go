@@ -434,3 +434,46 @@ func TestRedisHungSeedTimesOut(t *testing.T) {
 		t.Fatalf("Check took %v with a hung seed", took)
 	}
 }
+
+// TestRedisFallbackStaleUsage: when what this node last heard from Redis about a quota is old,
+// the Local fallback starts from the database's record, which counts the other nodes' requests.
+func TestRedisFallbackStaleUsage(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		age         time.Duration
+		wantAllowed int
+	}{
+		{"fresh", 0, 25},                    // 30 - 5 that this node knows of
+		{"stale", 3 * time.Second, 30 - 25}, // 30 - 25 in the database
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startRedisServer(t)
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+			defer c.Close()
+			var durable atomic.Int64
+			seed := func(ctx context.Context, key string, kind Kind, start time.Time) (int64, error) {
+				return durable.Load(), nil
+			}
+			clock := newFakeClock(time.Now())
+			r := newTestRedis(t, c, WithSeed(seed), WithNow(clock.Now))
+			limits := []Limit{quota("quota", QuotaMonth, 30)}
+			for range 5 {
+				if d := check(t, r, limits, 1); !d.Allowed {
+					t.Fatalf("healthy: refused")
+				}
+			}
+			durable.Store(25) // meanwhile, other nodes used 20 more
+			srv.Kill()
+			clock.Advance(tt.age)
+			allowed := 0
+			for range 40 {
+				if d := check(t, r, limits, 1); d.Allowed {
+					allowed++
+				}
+			}
+			if allowed != tt.wantAllowed {
+				t.Fatalf("fallback allowed %d; want %d", allowed, tt.wantAllowed)
+			}
+		})
+	}
+}
