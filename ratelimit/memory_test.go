@@ -450,3 +450,18 @@ func TestLimitChanges(t *testing.T) {
 		t.Fatalf("unknown kind: allowed")
 	}
 }
+
+// TestMemoryCheckAllocs guards the hot path: a reused Decision, no allocation.
+func TestMemoryCheckAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	m := NewMemory()
+	defer m.Close()
+	limits := benchLimits("allocs")
+	d := &Decision{}
+	check(t, m, limits, 1)
+	if n := testing.AllocsPerRun(1000, func() { m.Check(context.Background(), limits, 1, d) }); n != 0 {
+		t.Fatalf("Check allocates %v times; want 0", n)
+	}
+}
