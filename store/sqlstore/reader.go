@@ -136,7 +136,9 @@ func (r reader) listByTime(ctx context.Context, table, columns, idCol string, wh
 		if err != nil {
 			return "", err
 		}
-		where = append(where, "(created_at < ? OR (created_at = ? AND "+idCol+" < ?))")
+		// The leading created_at <= ? is an index range on both databases; the rest only filters
+		// the rows of the cursor's own creation time.
+		where = append(where, "created_at <= ? AND (created_at < ? OR "+idCol+" < ?)")
 		args = append(args, at, at, id)
 	}
 	limit := limitOf(p)

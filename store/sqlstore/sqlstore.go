@@ -108,6 +108,7 @@ type Store struct {
 	reader
 	db      *sql.DB // writes
 	rdb     *sql.DB // reads outside transactions; may be db
+	wstmts  *stmtDB // prepared statements of db
 	opts    Options
 	closers []func() error
 }
@@ -127,12 +128,14 @@ func New(db, rdb *sql.DB, d Dialect, opts ...Option) *Store {
 		rdb = db
 	}
 	sq := &sqlText{d: &d}
-	s := &Store{db: db, rdb: rdb, opts: o}
-	s.reader = reader{q: rdb, sq: sq}
-	s.closers = append(s.closers, db.Close)
+	s := &Store{db: db, rdb: rdb, opts: o, wstmts: newStmtDB(db)}
+	rstmts := s.wstmts
 	if rdb != db {
-		s.closers = append(s.closers, rdb.Close)
+		rstmts = newStmtDB(rdb)
+		s.closers = append(s.closers, func() error { rstmts.close(); return nil }, rdb.Close)
 	}
+	s.reader = reader{q: rstmts, sq: sq}
+	s.closers = append(s.closers, func() error { s.wstmts.close(); return nil }, db.Close)
 	return s
 }
 
@@ -162,7 +165,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Update runs fn in one transaction, retrying it on serialization failures and a busy database.
 func (s *Store) Update(ctx context.Context, fn func(keygate.Tx) error) error {
 	return s.inTx(ctx, func(t *sql.Tx) error {
-		return fn(&tx{reader: reader{q: t, sq: s.sq}, t: t, hasher: s.opts.AuditHasher})
+		return fn(&tx{reader: reader{q: stmtTx{t: t, db: s.wstmts}, sq: s.sq}, t: t, hasher: s.opts.AuditHasher})
 	})
 }
 
@@ -185,6 +188,8 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 func (s *Store) runTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	// After the transaction, with its connection back in the pool, prepare what it ran unprepared.
+	defer s.wstmts.prepareMissing(ctx)
 	t, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", s.sq.d.Name, err)

@@ -45,7 +45,7 @@ func (t *tx) CreateKeys(ctx context.Context, keys ...*keygate.Key) error {
 			args = append(args, a...)
 		}
 		q := t.sq.get(insertSQL("api_keys", keyColumns, keyColumnCount, n))
-		if _, err := t.t.ExecContext(ctx, q, args...); err != nil {
+		if _, err := t.q.ExecContext(ctx, q, args...); err != nil {
 			return t.sq.mapErr(err, "key")
 		}
 		keys = keys[n:]
@@ -105,7 +105,7 @@ func (t *tx) UpdateKey(ctx context.Context, k *keygate.Key) error {
 	// a: consumer_id, name, kind, env, start, scopes, plan, rate_limits, quota, ip_allow,
 	// referrer_allow, expires_at, state, revoked_at, revoke_reason, rotated_from, rotated_to,
 	// max_age, last_used_at, created_at, updated_at, metadata, hash, limiter_id
-	res, err := t.t.ExecContext(ctx, t.sq.get(`UPDATE api_keys SET name = ?, kind = ?, env = ?, start = ?,
+	res, err := t.q.ExecContext(ctx, t.sq.get(`UPDATE api_keys SET name = ?, kind = ?, env = ?, start = ?,
 		scopes = ?, plan = ?, rate_limits = ?, quota = ?, ip_allow = ?, referrer_allow = ?, expires_at = ?,
 		state = CASE WHEN state = 'revoked' OR ? = '' THEN state ELSE ? END,
 		revoked_at = ?, revoke_reason = ?, rotated_from = ?, rotated_to = ?, max_age = ?,
@@ -149,7 +149,7 @@ func (t *tx) CreateConsumer(ctx context.Context, c *keygate.Consumer) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.t.ExecContext(ctx, t.sq.get(`INSERT INTO consumers (`+consumerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err = t.q.ExecContext(ctx, t.sq.get(`INSERT INTO consumers (`+consumerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		c.ID, c.Name, c.Email, c.Plan, limits, quota, metadata, micros(c.CreatedAt), micros(c.UpdatedAt), nullMicros(c.DeletedAt))
 	return t.sq.mapErr(err, "consumer "+c.ID)
 }
@@ -160,7 +160,7 @@ func (t *tx) UpdateConsumer(ctx context.Context, c *keygate.Consumer) error {
 	if err != nil {
 		return err
 	}
-	res, err := t.t.ExecContext(ctx, t.sq.get(`UPDATE consumers SET name = ?, email = ?, plan = ?, rate_limits = ?,
+	res, err := t.q.ExecContext(ctx, t.sq.get(`UPDATE consumers SET name = ?, email = ?, plan = ?, rate_limits = ?,
 		quota = ?, metadata = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL`),
 		c.Name, c.Email, c.Plan, limits, quota, metadata, micros(c.UpdatedAt), c.ID)
 	return t.affected(res, err, "consumer "+c.ID)
@@ -172,10 +172,10 @@ func (t *tx) DeleteConsumer(ctx context.Context, id string, at time.Time, purge 
 	var res sql.Result
 	var err error
 	if purge {
-		res, err = t.t.ExecContext(ctx, t.sq.get(`UPDATE consumers SET name = '', email = '',
+		res, err = t.q.ExecContext(ctx, t.sq.get(`UPDATE consumers SET name = '', email = '',
 			deleted_at = COALESCE(deleted_at, ?), updated_at = ? WHERE id = ?`), micros(at), micros(at), id)
 	} else {
-		res, err = t.t.ExecContext(ctx, t.sq.get(`UPDATE consumers SET deleted_at = ?, updated_at = ?
+		res, err = t.q.ExecContext(ctx, t.sq.get(`UPDATE consumers SET deleted_at = ?, updated_at = ?
 			WHERE id = ? AND deleted_at IS NULL`), micros(at), micros(at), id)
 	}
 	return t.affected(res, err, "consumer "+id)
@@ -199,7 +199,7 @@ func (t *tx) CreatePlan(ctx context.Context, p *keygate.Plan) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.t.ExecContext(ctx, t.sq.get(`INSERT INTO plans (`+planColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err = t.q.ExecContext(ctx, t.sq.get(`INSERT INTO plans (`+planColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 		p.Name, limits, quota, scopes, nullDuration(p.MaxAge), p.ManagedBy, micros(p.CreatedAt), micros(p.UpdatedAt))
 	return t.sq.mapErr(err, "plan "+p.Name)
 }
@@ -210,7 +210,7 @@ func (t *tx) UpdatePlan(ctx context.Context, p *keygate.Plan) error {
 	if err != nil {
 		return err
 	}
-	res, err := t.t.ExecContext(ctx, t.sq.get(`UPDATE plans SET rate_limits = ?, quota = ?, scopes_allowed = ?,
+	res, err := t.q.ExecContext(ctx, t.sq.get(`UPDATE plans SET rate_limits = ?, quota = ?, scopes_allowed = ?,
 		max_age = ?, managed_by = ?, updated_at = ? WHERE name = ?`),
 		limits, quota, scopes, nullDuration(p.MaxAge), p.ManagedBy, micros(p.UpdatedAt), p.Name)
 	return t.affected(res, err, "plan "+p.Name)
@@ -218,7 +218,7 @@ func (t *tx) UpdatePlan(ctx context.Context, p *keygate.Plan) error {
 
 // DeletePlan deletes a plan. Whether it is in use is the caller's check (PlanInUse).
 func (t *tx) DeletePlan(ctx context.Context, name string) error {
-	res, err := t.t.ExecContext(ctx, t.sq.get(`DELETE FROM plans WHERE name = ?`), name)
+	res, err := t.q.ExecContext(ctx, t.sq.get(`DELETE FROM plans WHERE name = ?`), name)
 	return t.affected(res, err, "plan "+name)
 }
 
@@ -232,14 +232,14 @@ func (t *tx) CreateRootKey(ctx context.Context, r *keygate.RootKey) error {
 	if hash == nil {
 		hash = []byte{}
 	}
-	_, err = t.t.ExecContext(ctx, t.sq.get(`INSERT INTO root_keys (`+rootKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err = t.q.ExecContext(ctx, t.sq.get(`INSERT INTO root_keys (`+rootKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		r.ID, r.Name, r.Start, perms, micros(r.CreatedAt), nullMicros(r.RevokedAt), nullMicros(r.LastUsedAt), r.CreatedBy, hash)
 	return t.sq.mapErr(err, "root key "+r.ID)
 }
 
 // RevokeRootKey sets revoked_at (once: revoking again keeps the first time).
 func (t *tx) RevokeRootKey(ctx context.Context, id string, at time.Time) error {
-	res, err := t.t.ExecContext(ctx, t.sq.get(`UPDATE root_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`), micros(at), id)
+	res, err := t.q.ExecContext(ctx, t.sq.get(`UPDATE root_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`), micros(at), id)
 	return t.affected(res, err, "root key "+id)
 }
 
@@ -254,7 +254,7 @@ func (t *tx) AppendAudit(ctx context.Context, e *keygate.AuditEntry) error {
 	}
 	var prevSeq int64
 	var prevHash string
-	if err := t.t.QueryRowContext(ctx, q).Scan(&prevSeq, &prevHash); err != nil {
+	if err := t.q.QueryRowContext(ctx, q).Scan(&prevSeq, &prevHash); err != nil {
 		return t.sq.mapErr(err, "audit head")
 	}
 	e.TS = e.TS.UTC().Truncate(time.Microsecond)
@@ -270,11 +270,11 @@ func (t *tx) AppendAudit(ctx context.Context, e *keygate.AuditEntry) error {
 	if err != nil {
 		return keygate.Errorf(keygate.CodeBadRequest, "audit entry: %v", err)
 	}
-	if _, err := t.t.ExecContext(ctx, t.sq.get(`INSERT INTO audit_log (`+auditColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	if _, err := t.q.ExecContext(ctx, t.sq.get(`INSERT INTO audit_log (`+auditColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		e.Seq, micros(e.TS), e.Actor, e.Action, e.TargetType, e.TargetID, e.IP, e.Result, details, e.Hash); err != nil {
 		return t.sq.mapErr(err, "audit entry")
 	}
-	if _, err := t.t.ExecContext(ctx, t.sq.get(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`), e.Seq, e.Hash); err != nil {
+	if _, err := t.q.ExecContext(ctx, t.sq.get(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`), e.Seq, e.Hash); err != nil {
 		return t.sq.mapErr(err, "audit head")
 	}
 	return nil
@@ -294,7 +294,7 @@ func (t *tx) PutIdempotency(ctx context.Context, r *keygate.IdempotencyRecord) e
 	if reqHash == nil {
 		reqHash = []byte{}
 	}
-	res, err := t.t.ExecContext(ctx, t.sq.get(`INSERT INTO idempotency (scope, idem_key, request_hash, status, body, created_at)
+	res, err := t.q.ExecContext(ctx, t.sq.get(`INSERT INTO idempotency (scope, idem_key, request_hash, status, body, created_at)
 		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (scope, idem_key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status,
 			body = excluded.body, created_at = excluded.created_at
@@ -317,6 +317,6 @@ func (t *tx) Lock(ctx context.Context, name string) error {
 	if t.sq.d.LockSQL == "" {
 		return nil
 	}
-	_, err := t.t.ExecContext(ctx, t.sq.get(t.sq.d.LockSQL), name)
+	_, err := t.q.ExecContext(ctx, t.sq.get(t.sq.d.LockSQL), name)
 	return t.sq.mapErr(err, "lock "+name)
 }
