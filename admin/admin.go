@@ -158,12 +158,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			s.log.ErrorContext(r.Context(), "admin: panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+			s.log.ErrorContext(r.Context(), "admin: panic", "method", r.Method, "path", redactPath(r.URL.Path), "panic", v)
 			if !sw.wrote {
 				writeProblem(sw, r, keygate.CodeInternal, "internal error")
 			}
 		}
-		s.log.InfoContext(r.Context(), "admin request", "method", r.Method, "path", r.URL.Path,
+		s.log.InfoContext(r.Context(), "admin request", "method", r.Method, "path", redactPath(r.URL.Path),
 			"status", sw.status, "duration", time.Since(start), "remote", remoteIP(r))
 	}()
 	r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, s.log))
@@ -185,9 +185,9 @@ func (s *server) unmatched(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
 		}
 		writeProblemStatus(w, http.StatusMethodNotAllowed, keygate.CodeBadRequest,
-			"method "+r.Method+" is not allowed on "+r.URL.Path)
+			"method "+truncate(r.Method, 32)+" is not allowed on "+truncate(redactPath(r.URL.Path), 200))
 	case http.StatusNotFound, 0:
-		writeProblem(w, r, keygate.CodeNotFound, "no such endpoint: "+r.URL.Path)
+		writeProblem(w, r, keygate.CodeNotFound, "no such endpoint: "+truncate(redactPath(r.URL.Path), 200))
 	default:
 		// Redirects (path cleaning) and anything else the mux decides: pass it on as it is.
 		for k, v := range rec.header {

@@ -65,7 +65,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := keygate.ErrorCode(err)
 	if statusOf(code) == http.StatusInternalServerError {
 		loggerFrom(r).ErrorContext(r.Context(), "admin: internal error", "method", r.Method,
-			"path", r.URL.Path, "code", code, "err", err)
+			"path", redactPath(r.URL.Path), "code", code, "err", err)
 		writeProblem(w, r, keygate.CodeInternal, "internal error")
 		return
 	}

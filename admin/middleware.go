@@ -132,6 +132,15 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
+// redactPath is a path fit for logs: segments that could be plaintext keys are hidden.
+func redactPath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = redact(s)
+	}
+	return strings.Join(segs, "/")
+}
+
 // redact hides a path value that could be a plaintext key pasted into a URL, so that it reaches
 // neither the audit log nor an error.
 func redact(s string) string {

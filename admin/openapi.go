@@ -163,6 +163,9 @@ var fieldRules = map[string]func(*Schema){
 	"Consumer.plan": func(s *Schema) { s.Type = []any{"string", "null"} },
 }
 
+// notNull lists optional members for which null is refused (they cannot be cleared).
+var notNull = map[string]bool{"KeyPatch.status": true}
+
 // requiredFields lists the members a request body must have, by Go type name.
 var requiredFields = map[string][]string{
 	"Window":        {"name", "limit", "period"},
@@ -300,7 +303,7 @@ func (g *schemaGen) field(rule string, t reflect.Type) *Schema {
 		}
 		apply(s)
 	}
-	if wrapped {
+	if wrapped && !notNull[rule] {
 		s = nullable(s)
 	}
 	return s
