@@ -88,7 +88,13 @@ func (s *Service) UpdateConsumer(ctx context.Context, a Actor, id string, p Cons
 // (audit consumer.delete, and key.revoke for each key).
 func (s *Service) DeleteConsumer(ctx context.Context, a Actor, id string, purge bool) error {
 	return s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
+		if err := lockConsumer(ctx, r.tx, id); err != nil {
+			return err
+		}
 		if _, err := r.tx.Consumer(ctx, id); err != nil {
+			if purge && keygate.ErrorCode(err) == keygate.CodeNotFound {
+				return s.purgeDeleted(ctx, r, id)
+			}
 			return err
 		}
 		live, err := liveKeys(ctx, r.tx, id)
@@ -106,6 +112,28 @@ func (s *Service) DeleteConsumer(ctx context.Context, a Actor, id string, purge 
 		r.then(func() { s.inv.ConsumerChanged(id) })
 		return r.audit(ctx, "consumer.delete", "consumer", id, map[string]any{"purge": purge, "keys_revoked": len(live)})
 	})
+}
+
+// purgeDeleted erases the name and email of a consumer deleted earlier without purge (an erasure
+// request that comes after the deletion). Its keys were revoked when it was deleted. A consumer
+// that never existed stays CodeNotFound.
+func (s *Service) purgeDeleted(ctx context.Context, r *recorder, id string) error {
+	if err := r.tx.DeleteConsumer(ctx, id, r.now, true); err != nil {
+		if keygate.ErrorCode(err) == keygate.CodeNotFound {
+			return keygate.Errorf(keygate.CodeNotFound, "consumer %s not found", id)
+		}
+		return err
+	}
+	r.then(func() { s.inv.ConsumerChanged(id) })
+	return r.audit(ctx, "consumer.delete", "consumer", id, map[string]any{"purge": true, "keys_revoked": 0})
+}
+
+// lockConsumer serializes the transactions that add keys to a consumer (CreateKey, RotateKey) with
+// the one that deletes it. Without it, on PostgreSQL a key inserted while DeleteConsumer runs is
+// not among the keys it revokes, and stays live after its owner is gone. Each must take the lock
+// before reading the consumer or its keys.
+func lockConsumer(ctx context.Context, tx keygate.Tx, id string) error {
+	return tx.Lock(ctx, "consumer:"+id)
 }
 
 // liveKeys returns every non-revoked key of a consumer.

@@ -29,7 +29,7 @@ func (s *Service) CreateKey(ctx context.Context, a Actor, in KeyCreate) (*keygat
 	k := &keygate.Key{
 		ID: keys.NewID("key"), ConsumerID: in.ConsumerID, Name: in.Name, Kind: in.Kind, Env: in.Env,
 		Scopes: in.Scopes, Plan: in.Plan, RateLimits: in.RateLimits, Quota: storedQuota(in.Quota),
-		IPAllow: in.IPAllow, ReferrerAllow: in.ReferrerAllow, ExpiresAt: in.ExpiresAt, MaxAge: in.MaxAge,
+		IPAllow: in.IPAllow, ReferrerAllow: in.ReferrerAllow, ExpiresAt: storedTime(in.ExpiresAt), MaxAge: in.MaxAge,
 		Metadata: in.Metadata, State: keygate.StateActive,
 	}
 	if k.Kind == "" {
@@ -62,6 +62,9 @@ func (s *Service) CreateKey(ctx context.Context, a Actor, in KeyCreate) (*keygat
 	s.seal(k, plaintext)
 	err = s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
 		k.CreatedAt, k.UpdatedAt = r.now, r.now
+		if err := lockConsumer(ctx, r.tx, k.ConsumerID); err != nil {
+			return err
+		}
 		c, err := r.tx.Consumer(ctx, k.ConsumerID)
 		if err != nil {
 			if keygate.ErrorCode(err) == keygate.CodeNotFound {
@@ -100,6 +103,17 @@ func (s *Service) seal(k *keygate.Key, plaintext string) {
 	if k.LimiterID == "" {
 		k.LimiterID = k.ID
 	}
+}
+
+// storedTime returns t as storage keeps it and answers show it: UTC, truncated to microseconds.
+// Without this, the object returned by a change would differ from the one read back later (and
+// show the caller's time zone, where SPEC §3 wants UTC).
+func storedTime(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC().Truncate(time.Microsecond)
+	return &u
 }
 
 func checkExpiry(t *time.Time, now time.Time) error {
@@ -189,6 +203,7 @@ func (s *Service) UpdateKey(ctx context.Context, a Actor, id string, p KeyPatch)
 		set(&changed, "ip_allow", p.IPAllow, &k.IPAllow)
 		set(&changed, "referrer_allow", p.ReferrerAllow, &k.ReferrerAllow)
 		set(&changed, "expires_at", p.ExpiresAt, &k.ExpiresAt)
+		k.ExpiresAt = storedTime(k.ExpiresAt)
 		set(&changed, "max_age", p.MaxAge, &k.MaxAge)
 		set(&changed, "metadata", p.Metadata, &k.Metadata)
 		if p.Status.Set {
@@ -286,6 +301,14 @@ func (s *Service) RotateKey(ctx context.Context, a Actor, id string, grace *time
 		if err != nil {
 			return err
 		}
+		// Under the owner's lock, read the key again: a DeleteConsumer that committed meanwhile
+		// has revoked it.
+		if err := lockConsumer(ctx, r.tx, old.ConsumerID); err != nil {
+			return err
+		}
+		if old, err = r.tx.Key(ctx, id); err != nil {
+			return err
+		}
 		switch old.StatusAt(r.now) {
 		case keygate.StateRevoked:
 			return keygate.Errorf(keygate.CodeConflict, "key %s is revoked and cannot be rotated", id)
@@ -309,7 +332,7 @@ func (s *Service) RotateKey(ctx context.Context, a Actor, id string, grace *time
 			return err
 		}
 		s.seal(nk, plaintext)
-		end := r.now.Add(g)
+		end := r.now.Add(g).Truncate(time.Microsecond)
 		if old.ExpiresAt == nil || end.Before(*old.ExpiresAt) {
 			old.ExpiresAt = &end
 		}
@@ -437,7 +460,9 @@ func (s *Service) view(ctx context.Context, k *keygate.Key, l *lookups) (*keygat
 	v.Status = k.StatusAt(now)
 	v.Plan = eff.Plan
 	v.RateLimits = eff.RateLimits
-	v.RotationDue = v.Status == keygate.StateActive && keygate.RotationDue(k.CreatedAt, eff.MaxAge, now)
+	// A key already rotated is not due: its successor is the one to rotate (rotating it again is
+	// a conflict).
+	v.RotationDue = v.Status == keygate.StateActive && k.RotatedTo == nil && keygate.RotationDue(k.CreatedAt, eff.MaxAge, now)
 	if q := eff.Quota; q != nil {
 		limiterID := k.LimiterID
 		if limiterID == "" {

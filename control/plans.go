@@ -180,6 +180,7 @@ func (s *Service) SyncConfigPlans(ctx context.Context, plans []PlanCreate) error
 				if err := r.audit(ctx, "plan.update", "plan", old.Name, map[string]any{"managed_by": keygate.ManagedByAPI}); err != nil {
 					return err
 				}
+				changed = append(changed, old.Name)
 			}
 		}
 		return nil

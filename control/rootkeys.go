@@ -193,7 +193,11 @@ func (s *Service) BootstrapRootKey(ctx context.Context) (string, error) {
 		return r.audit(ctx, "root_key.create", "root_key", rk.ID, map[string]any{
 			"name": rk.Name, "permissions": rk.Permissions, "start": rk.Start, "bootstrap": "generated"})
 	})
-	return plaintext, err
+	if err != nil {
+		// The key was not stored (the transaction rolled back): never hand out its plaintext.
+		return "", err
+	}
+	return plaintext, nil
 }
 
 // rootCache remembers authenticated root keys for a short time, so that the admin API does not
