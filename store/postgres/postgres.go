@@ -59,6 +59,8 @@ func classify(err error) sqlstore.ErrKind {
 		return sqlstore.ErrForeignKey
 	case "40001", "40P01": // serialization_failure, deadlock_detected
 		return sqlstore.ErrRetry
+	case "22021", "22P05", "54000": // character_not_in_repertoire (NUL), untranslatable_character, program_limit_exceeded
+		return sqlstore.ErrInvalid
 	}
 	return sqlstore.ErrOther
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/store/postgres"
@@ -69,4 +70,16 @@ func BenchmarkCreateKeys(b *testing.B) {
 
 func BenchmarkKeyByHash(b *testing.B) {
 	storetest.BenchKeyByHash(b, func(tb testing.TB) keygate.Store { return open(tb) })
+}
+
+func TestUnstorableTextIsBadRequest(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	at := time.Now().UTC()
+	err := s.Update(ctx, func(tx keygate.Tx) error {
+		return tx.CreateConsumer(ctx, &keygate.Consumer{ID: "con_nul", Name: "a\x00b", CreatedAt: at, UpdatedAt: at})
+	})
+	if code := keygate.ErrorCode(err); code != keygate.CodeBadRequest {
+		t.Errorf("CreateConsumer with a NUL byte = %v (code %s); want BAD_REQUEST", err, code)
+	}
 }

@@ -30,6 +30,7 @@ const (
 	ErrUnique             // unique or primary-key violation
 	ErrForeignKey         // foreign-key violation
 	ErrRetry              // serialization failure, deadlock, database busy: the transaction may be retried
+	ErrInvalid            // a value the database cannot store (a NUL byte in text, an oversized index entry)
 )
 
 // Dialect is what differs between the SQL databases behind a Store.
@@ -364,6 +365,8 @@ func (s *sqlText) mapErr(err error, what string) error {
 		return keygate.Errorf(keygate.CodeConflict, "%s already exists", what)
 	case ErrForeignKey:
 		return keygate.Errorf(keygate.CodeConflict, "%s refers to an object that does not exist", what)
+	case ErrInvalid:
+		return keygate.Errorf(keygate.CodeBadRequest, "%s: a value cannot be stored (invalid character or too long)", what)
 	}
 	return fmt.Errorf("%s: %s: %w", s.d.Name, what, err)
 }
