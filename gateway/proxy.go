@@ -26,9 +26,11 @@ var dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 func (g *Gateway) forward(ex *exchange, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	ex.cancel = cancel
-	ex.ctx = exchangeContext{Context: ctx, ex: ex}
+	// A fresh context, not one in the pooled exchange: the transport's goroutines may still
+	// consult it after the handler returned.
+	ectx := &exchangeContext{Context: ctx, ex: ex}
 	ex.startTimer(ex.route.timeout)
-	g.proxy.ServeHTTP(&ex.w, r.WithContext(&ex.ctx))
+	g.proxy.ServeHTTP(&ex.w, r.WithContext(ectx))
 }
 
 // rewrite builds the upstream request: the target's URL with the cleaned path, the query

@@ -156,8 +156,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt.maxBody >= 0 {
 			body = http.MaxBytesReader(w, body, rt.maxBody)
 		}
-		ex.body.ReadCloser = body
-		r.Body = &ex.body
+		// Not pooled: the transport may read and close a request body after the handler returned.
+		ex.body = &countingBody{ReadCloser: body}
+		r.Body = ex.body
+		// Let a streamed request body keep flowing after the answer has begun (HTTP/1 servers
+		// otherwise stop reading it): bidirectional streams need it, and it costs nothing else.
+		http.NewResponseController(w).EnableFullDuplex()
 	}
 	g.forward(ex, r)
 }
@@ -469,8 +473,7 @@ type exchange struct {
 	buf           []byte
 
 	w    responseWriter
-	body countingBody
-	ctx  exchangeContext
+	body *countingBody
 
 	timer       *time.Timer
 	timerActive bool
@@ -515,7 +518,10 @@ func (g *Gateway) finish(ex *exchange, r *http.Request) {
 	if g.onRequest != nil {
 		in := &ex.info
 		*in = RequestInfo{Time: ex.start, Method: r.Method, Status: status, Code: ex.code, Latency: lat,
-			BytesIn: ex.body.n, Bytes: ex.w.bytes, ClientIP: ex.client, RequestID: ex.reqID, CacheHit: ex.cacheHit}
+			Bytes: ex.w.bytes, ClientIP: ex.client, RequestID: ex.reqID, CacheHit: ex.cacheHit}
+		if ex.body != nil {
+			in.BytesIn = ex.body.n
+		}
 		if ex.route != nil {
 			in.Route = ex.route.name
 			in.Deprecated = ex.route.deprecation != nil
@@ -533,7 +539,7 @@ func (g *Gateway) finish(ex *exchange, r *http.Request) {
 	g.exchanges.Put(ex)
 }
 
-// exchangeContext carries the exchange to the proxy's hooks without an allocation.
+// exchangeContext carries the exchange to the proxy's hooks.
 type exchangeContext struct {
 	context.Context
 	ex *exchange
