@@ -94,13 +94,7 @@ func Migrate(ctx context.Context, url string) error {
 func openDB(ctx context.Context, url string, o sqlstore.Options) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		// pgx's message quotes the URL (password masked); say only what is wrong.
-		msg := "invalid PostgreSQL URL"
-		var pe *pgconn.ParseConfigError
-		if errors.As(err, &pe) && pe.Unwrap() != nil {
-			msg += ": " + oneLine(pe.Unwrap())
-		}
-		return nil, errors.New(msg)
+		return nil, errors.New(parseError(url, err))
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = o.ConnectTimeout
@@ -125,6 +119,34 @@ func openDB(ctx context.Context, url string, o sqlstore.Options) (*sql.DB, error
 		}
 	}
 	return db, nil
+}
+
+// parseError explains why url does not parse, without quoting it: pgx masks passwords only on
+// a best-effort basis ("cannot parse `URL`: reason").
+func parseError(raw string, err error) string {
+	const msg = "invalid PostgreSQL URL"
+	detail := oneLine(err)
+	if i := strings.LastIndex(detail, "`: "); i >= 0 {
+		detail = detail[i+3:]
+	}
+	if pw := password(raw); detail == "" || strings.Contains(detail, "://") || pw != "" && strings.Contains(detail, pw) {
+		return msg
+	}
+	return msg + ": " + detail
+}
+
+// password returns the password part of a URL's user information, found without parsing.
+func password(raw string) string {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return ""
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
+	}
+	_, pw, _ := strings.Cut(rest[:at], ":")
+	return pw
 }
 
 // cause returns the innermost useful text of a connection error on one line.
