@@ -46,11 +46,32 @@ type KeyWithSecret struct {
 	IdempotentReplay bool   `json:"idempotent_replay"`
 }
 
+// MarshalJSON writes the key object with "key" (keygate.Key's own MarshalJSON would drop it).
+func (k KeyWithSecret) MarshalJSON() ([]byte, error) {
+	return marshalWithSecret(k.Key, k.Plaintext, k.IdempotentReplay)
+}
+
 // RootKeyWithSecret is a root key object with the plaintext of a new root key.
 type RootKeyWithSecret struct {
 	keygate.RootKey
 	Plaintext        string `json:"key"`
 	IdempotentReplay bool   `json:"idempotent_replay"`
+}
+
+// MarshalJSON writes the root key object with "key".
+func (k RootKeyWithSecret) MarshalJSON() ([]byte, error) {
+	return marshalWithSecret(k.RootKey, k.Plaintext, k.IdempotentReplay)
+}
+
+func marshalWithSecret(v any, plaintext string, replay bool) ([]byte, error) {
+	if replay {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		return append(b[:len(b)-1], `,"idempotent_replay":true}`...), nil
+	}
+	return withSecret(v, plaintext)
 }
 
 // List is a page of a list answer.
