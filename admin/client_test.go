@@ -97,7 +97,10 @@ func TestClient(t *testing.T) {
 			_, err := NewClient(e.srv.URL, rk.Plaintext).Keys(ctx, keygate.KeyFilter{})
 			return err
 		}, keygate.CodeUnauthorized}, // revoked above
-		{"unreachable", func() error { _, err := NewClient("http://127.0.0.1:1", "x").Keys(ctx, keygate.KeyFilter{}); return err }, keygate.CodeUnavailable},
+		{"unreachable", func() error {
+			_, err := NewClient("http://127.0.0.1:1", "x").Keys(ctx, keygate.KeyFilter{})
+			return err
+		}, keygate.CodeUnavailable},
 	} {
 		err := tc.call()
 		var ke *keygate.Error
