@@ -4,8 +4,25 @@
 // store/sqlite and store/postgres open a database, apply their migrations and return a *Store.
 //
 // Storage conventions: times are BIGINT unix microseconds in UTC (callers truncate to µs so that
-// what they read back equals what they wrote); lists, maps, windows and quotas are JSON TEXT; key
-// hashes are BLOB/BYTEA under a UNIQUE index; lists are newest first with an opaque cursor.
+// what they read back equals what they wrote); lists, maps, windows and quotas are JSON TEXT (a nil
+// slice or map is stored as null and reads back nil, an empty one reads back empty); key hashes
+// are BLOB/BYTEA under a UNIQUE index, so a lookup by hash is one indexed read; lists are newest
+// first (created_at DESC, id DESC) with an opaque cursor, base64url of the last row's sort key.
+//
+// Tables (the migrations of store/sqlite and store/postgres are the only SQL that differs):
+//
+//	consumers     soft-deleted (deleted_at); purge blanks name and email
+//	plans         keyed by name
+//	api_keys      state (active|disabled|revoked) is stored, "expired" derived from expires_at;
+//	              limiter_id groups the keys of a rotation chain on the same counters
+//	root_keys
+//	audit_log     seq is the chain order; audit_head is its one-row head (seq, hash), locked by
+//	              every append so that appends of all nodes are strictly ordered
+//	idempotency   (scope, idem_key) unique
+//	usage_daily   (key_id, day) → requests, with indexes on (limiter_id, day), (consumer_id, day)
+//
+// Update retries a transaction that failed on a serialization failure, a deadlock or a busy
+// database (WithRetries, with jittered exponential backoff); every call honours its context.
 package sqlstore
 
 import (
