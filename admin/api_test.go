@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/keygate/keygate"
@@ -279,4 +280,29 @@ func TestIdempotency(t *testing.T) {
 	// Malformed header.
 	isProblem(t, e.must(400, req{method: "POST", path: "/v1/keys", body: body, header: map[string]string{"Idempotency-Key": strings.Repeat("x", 300)}}))
 	_ = plaintext
+}
+
+// TestIdempotencyConcurrent: identical requests racing with one Idempotency-Key create one key.
+func TestIdempotencyConcurrent(t *testing.T) {
+	e := newEnv(t)
+	cid := e.consumer()
+	var wg sync.WaitGroup
+	statuses := make([]int, 8)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = e.do(req{method: "POST", path: "/v1/keys", body: map[string]any{"consumer_id": cid},
+				header: map[string]string{"Idempotency-Key": "race"}}).status
+		}()
+	}
+	wg.Wait()
+	for _, s := range statuses {
+		if s != 201 && s != 409 {
+			t.Fatalf("statuses = %v; want 201 or 409", statuses)
+		}
+	}
+	if l := e.must(200, req{method: "GET", path: "/v1/keys?consumer_id=" + cid}).json()["data"].([]any); len(l) != 1 {
+		t.Fatalf("%d keys created; want 1 (statuses %v)", len(l), statuses)
+	}
 }

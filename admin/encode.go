@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -144,7 +145,7 @@ func decodeBody(r *http.Request, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
+		return jsonError(err, body, v)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return badRequest("request body must hold one JSON object and nothing after it")
@@ -167,7 +168,7 @@ func checkJSONContentType(ct string) error {
 }
 
 // jsonError turns an encoding/json error into a 400 naming the field when it can.
-func jsonError(err error) error {
+func jsonError(err error, body []byte, v any) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var kerr *keygate.Error
@@ -189,7 +190,33 @@ func jsonError(err error) error {
 		return badRequest("unknown field %s", f)
 	}
 	msg = strings.TrimPrefix(msg, "json: ")
+	if strings.HasPrefix(msg, "parsing time") {
+		msg = "must be an RFC 3339 time like 2026-11-29T10:00:00Z"
+	}
+	if f := failingField(body, v); f != "" {
+		return badRequest("field %q: %s", f, msg)
+	}
 	return badRequest("invalid request body: %s", msg)
+}
+
+// failingField finds the top-level member whose value alone fails to decode into v's type: the
+// errors of custom decoders (durations, times) do not say which member they came from.
+func failingField(body []byte, v any) string {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(body, &members) != nil {
+		return ""
+	}
+	t := reflect.TypeOf(v)
+	if t.Kind() != reflect.Pointer {
+		return ""
+	}
+	for name, raw := range members {
+		one, _ := json.Marshal(map[string]json.RawMessage{name: raw})
+		if json.Unmarshal(one, reflect.New(t.Elem()).Interface()) != nil {
+			return name
+		}
+	}
+	return ""
 }
 
 // jsonTypeName names a Go type as the JSON a caller should send.
