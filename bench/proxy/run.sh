@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Proxy benchmark: a minimal Go upstream, nginx (plain reverse proxy, 1 worker, upstream
+# keepalive), a bare httputil.ReverseProxy with a tuned transport, and keygate's gateway (public
+# route; keyed route with 1 key and with 10,000 keys in rotation), all on 127.0.0.1.
+# The proxy under test runs on CPU 0; wrk and the upstream share CPU 1. Runs are interleaved
+# (A B C … A B C …) because this machine drifts; the report prints medians and the spread.
+#
+# Settings (environment): ROUNDS=5 DURATION=10s DURATION_C1=10s WARMUP=3s KEYS=10000 PROFILE=1
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10s}
+DURATION_C1=${DURATION_C1:-$DURATION}
+WARMUP=${WARMUP:-3s}
+KEYS=${KEYS:-10000}
+PROFILE=${PROFILE:-1}
+UP=127.0.0.1:18001 NGINX=127.0.0.1:18002 BARE=127.0.0.1:18003 KG=127.0.0.1:18004 PPROF=127.0.0.1:18005
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get install -y nginx wrk
+fi
+
+work=$(mktemp -d /tmp/proxybench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+go build -o "$work/proxybench" ./bench/proxy
+bin="$work/proxybench"
+
+taskset -c 1 "$bin" upstream -addr $UP & pids+=($!)
+taskset -c 0 "$bin" bare -addr $BARE -upstream http://$UP & pids+=($!)
+taskset -c 0 "$bin" keygate -addr $KG -upstream http://$UP -keys "$KEYS" -keys-out "$work" -pprof $PPROF 2>"$work/keygate.log" & pids+=($!)
+
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream backend { server $UP; keepalive 128; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
+
+for i in $(seq 100); do
+  if curl -fsS http://$UP/ >/dev/null 2>&1 && curl -fsS http://$NGINX/ >/dev/null 2>&1 &&
+     curl -fsS http://$BARE/ >/dev/null 2>&1 && curl -fsS http://$KG/public >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+curl -fsS -H "X-API-Key: $(head -1 "$work/keys-1.txt")" http://$KG/keyed >/dev/null
+
+# name url [lua args]
+targets=(
+  "upstream-direct|http://$UP/|"
+  "nginx|http://$NGINX/|"
+  "bare-go-proxy|http://$BARE/|"
+  "keygate-public|http://$KG/public|"
+  "keygate-1-key|http://$KG/keyed|$work/keys-1.txt"
+  "keygate-${KEYS}-keys|http://$KG/keyed|$work/keys-$KEYS.txt"
+)
+
+to_ms() { # wrk prints 1.23ms, 456.00us, 1.02s
+  awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v+0 } else if (v ~ /s$/) { sub(/s$/, "", v); print v*1000 } else print v }'
+}
+
+wrk_run() { # name url lua conns duration round
+  local name=$1 url=$2 lua=$3 conns=$4 dur=$5 round=$6 out
+  local args=(-t2 -c"$conns" -d"$dur" --latency)
+  [ "$conns" = 1 ] && args=(-t1 -c1 -d"$dur" --latency)
+  if [ -n "$lua" ]; then args+=(-s bench/proxy/keys.lua "$url" -- "$lua"); else args+=("$url"); fi
+  out=$(taskset -c 1 wrk "${args[@]}")
+  local rps p50 p99 non2xx
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  [ -n "$non2xx" ] && echo "WARNING: $name had $non2xx non-2xx answers" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$conns" "$rps" "$p50" "$p99" >>"$work/results.tsv"
+  printf 'round %s %-22s c%-3s %10s req/s  p50 %sms  p99 %sms\n' "$round" "$name" "$conns" "$rps" "$p50" "$p99" >&2
+}
+
+: >"$work/results.tsv"
+for round in $(seq "$ROUNDS"); do
+  for t in "${targets[@]}"; do
+    IFS='|' read -r name url lua <<<"$t"
+    # warm-up: connections, caches, the Go runtime's heap
+    if [ -n "$lua" ]; then taskset -c 1 wrk -t2 -c50 -d"$WARMUP" -s bench/proxy/keys.lua "$url" -- "$lua" >/dev/null
+    else taskset -c 1 wrk -t2 -c50 -d"$WARMUP" "$url" >/dev/null; fi
+    wrk_run "$name" "$url" "$lua" 50 "$DURATION" "$round"
+    wrk_run "$name" "$url" "$lua" 1 "$DURATION_C1" "$round"
+  done
+done
+
+echo
+echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION DURATION_C1=$DURATION_C1 WARMUP=$WARMUP KEYS=$KEYS; proxy on CPU 0, wrk + upstream on CPU 1"
+"$bin" report "$work/results.tsv"
+cp "$work/results.tsv" "${RESULTS:-/tmp/proxybench-results.tsv}"
+
+if [ "$PROFILE" = 1 ]; then
+  echo
+  echo "pprof: keygate keyed route, $KEYS keys, 10 s CPU profile under wrk -c50"
+  taskset -c 1 wrk -t2 -c50 -d12s -s bench/proxy/keys.lua http://$KG/keyed -- "$work/keys-$KEYS.txt" >/dev/null &
+  sleep 1
+  curl -fsS -o "$work/cpu.pprof" "http://$PPROF/debug/pprof/profile?seconds=10"
+  wait $!
+  go tool pprof -top -nodecount=35 "$bin" "$work/cpu.pprof" 2>/dev/null | head -45
+  cp "$work/cpu.pprof" "${PROFILE_OUT:-/tmp/proxybench-cpu.pprof}"
+fi
