@@ -277,6 +277,15 @@ func TestIdempotency(t *testing.T) {
 	if a := e.must(201, req{method: "POST", path: "/v1/root-keys", body: rk, header: kh}); a.json()["key"] != nil {
 		t.Fatalf("root key replay = %s", a.body)
 	}
+	// Every POST's answer can be replayed, and the replay is valid by the document.
+	ch := map[string]string{"Idempotency-Key": "con-1"}
+	c1 := e.must(201, req{method: "POST", path: "/v1/consumers", body: map[string]any{"name": "x"}, header: ch})
+	if c2 := e.must(201, req{method: "POST", path: "/v1/consumers", body: map[string]any{"name": "x"}, header: ch}); c2.str("id") != c1.str("id") || c2.json()["idempotent_replay"] != true {
+		t.Fatalf("consumer replay = %s", c2.body)
+	}
+	vh := map[string]string{"Idempotency-Key": "ver-1"}
+	e.must(200, req{method: "POST", path: "/v1/keys/verify", body: map[string]any{"key": "x"}, header: vh})
+	e.must(200, req{method: "POST", path: "/v1/keys/verify", body: map[string]any{"key": "x"}, header: vh})
 	// Malformed header.
 	isProblem(t, e.must(400, req{method: "POST", path: "/v1/keys", body: body, header: map[string]string{"Idempotency-Key": strings.Repeat("x", 300)}}))
 	_ = plaintext

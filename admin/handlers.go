@@ -131,6 +131,17 @@ func handleConsumerDelete(ctl controlPlane) http.Handler {
 
 // --- plans ---
 
+// planOut is a plan as answered: rate_limits is a list even when empty (scopes_allowed stays
+// null there, which means "no ceiling").
+func planOut(p *keygate.Plan) *keygate.Plan {
+	if p != nil && p.RateLimits == nil {
+		c := *p
+		c.RateLimits = []keygate.Window{}
+		return &c
+	}
+	return p
+}
+
 func handlePlanCreate(ctl controlPlane) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in control.PlanCreate
@@ -143,7 +154,7 @@ func handlePlanCreate(ctl controlPlane) http.Handler {
 			writeError(w, r, err)
 			return
 		}
-		encode(w, r, http.StatusCreated, p)
+		encode(w, r, http.StatusCreated, planOut(p))
 	})
 }
 
@@ -160,6 +171,9 @@ func handlePlanList(ctl controlPlane) http.Handler {
 			writeError(w, r, err)
 			return
 		}
+		for i := range items {
+			items[i] = planOut(items[i])
+		}
 		encode(w, r, http.StatusOK, newList(items, next))
 	})
 }
@@ -171,7 +185,7 @@ func handlePlanGet(ctl controlPlane) http.Handler {
 			writeError(w, r, err)
 			return
 		}
-		encode(w, r, http.StatusOK, p)
+		encode(w, r, http.StatusOK, planOut(p))
 	})
 }
 
@@ -187,7 +201,7 @@ func handlePlanUpdate(ctl controlPlane) http.Handler {
 			writeError(w, r, err)
 			return
 		}
-		encode(w, r, http.StatusOK, p)
+		encode(w, r, http.StatusOK, planOut(p))
 	})
 }
 
@@ -203,7 +217,7 @@ func handlePlanDelete(ctl controlPlane) http.Handler {
 			writeError(w, r, err)
 			return
 		}
-		encode(w, r, http.StatusOK, p)
+		encode(w, r, http.StatusOK, planOut(p))
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -149,7 +150,61 @@ func (e *env) do(r req) *answer {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return &answer{status: resp.StatusCode, header: resp.Header, body: b}
+	a := &answer{status: resp.StatusCode, header: resp.Header, body: b}
+	e.checkAnswer(r, a)
+	return a
+}
+
+var (
+	docOnce sync.Once
+	docJSON map[string]any
+)
+
+// checkAnswer checks every answer of a documented route against the OpenAPI document: its status
+// is documented, with this media type, and the body is valid by the schema.
+func (e *env) checkAnswer(r req, a *answer) {
+	e.t.Helper()
+	docOnce.Do(func() {
+		b, _ := json.Marshal(openAPIDocument(newServer(nil, Options{}).routes))
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		dec.Decode(&docJSON)
+	})
+	s := newServer(nil, Options{})
+	rt := matchRoute(s.routes, r.method, r.path)
+	if rt == nil {
+		return
+	}
+	op := docJSON["paths"].(map[string]any)[rt.Pattern].(map[string]any)[strings.ToLower(r.method)].(map[string]any)
+	resp, ok := op["responses"].(map[string]any)[strconv.Itoa(a.status)].(map[string]any)
+	if !ok {
+		e.t.Errorf("%s %s answered %d, which the document does not list (%s)", r.method, r.path, a.status, a.body)
+		return
+	}
+	ct, _, _ := strings.Cut(a.header.Get("Content-Type"), ";")
+	var media map[string]any
+	for k, v := range resp["content"].(map[string]any) {
+		if kk, _, _ := strings.Cut(k, ";"); kk == ct {
+			media = v.(map[string]any)
+		}
+	}
+	if media == nil {
+		e.t.Errorf("%s %s %d: Content-Type %q is not documented", r.method, r.path, a.status, ct)
+		return
+	}
+	if !strings.HasSuffix(ct, "json") {
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(a.body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		e.t.Errorf("%s %s %d: body is not JSON: %v", r.method, r.path, a.status, err)
+		return
+	}
+	if err := newValidator(docJSON).validate(media["schema"], v, "answer"); err != nil {
+		e.t.Errorf("%s %s %d: answer invalid by the document: %v\n%s", r.method, r.path, a.status, err, a.body)
+	}
 }
 
 // must does r and fails the test unless the status is want.

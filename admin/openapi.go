@@ -159,8 +159,9 @@ var fieldRules = map[string]func(*Schema){
 	"verifyRequest.referrer": text(maxReferrerLen),
 	"verifyRequest.cost":     all(func(s *Schema) { s.Minimum, s.Maximum = ptr(0.0), ptr(float64(maxVerifyCost)) }, describe("Default 1; 0 answers as 1 would without counting.")),
 
-	"Key.plan":      func(s *Schema) { s.Type = []any{"string", "null"} },
-	"Consumer.plan": func(s *Schema) { s.Type = []any{"string", "null"} },
+	"Key.plan":            func(s *Schema) { s.Type = []any{"string", "null"} },
+	"Plan.scopes_allowed": all(func(s *Schema) { s.Type = []any{"array", "null"} }, describe("null: no ceiling.")),
+	"Consumer.plan":       func(s *Schema) { s.Type = []any{"string", "null"} },
 }
 
 // notNull lists optional members for which null is refused (they cannot be cleared).
@@ -416,6 +417,9 @@ func openAPIDocument(routes []Route) map[string]any {
 			}
 		}
 		responses := map[string]any{}
+		if rt.Permission != "" && rt.Method == http.MethodPost {
+			g.markReplayable(g.value(rt.Response))
+		}
 		ct := rt.ContentType
 		if ct == "" {
 			ct = "application/json"
@@ -469,6 +473,21 @@ func (g *schemaGen) value(v any) *Schema {
 	return g.of(reflect.TypeOf(v))
 }
 
+// markReplayable adds the member "idempotent_replay" to the object answered by a POST, which an
+// idempotent replay carries.
+func (g *schemaGen) markReplayable(s *Schema) {
+	if s.Ref == "" {
+		return
+	}
+	c := g.components[strings.TrimPrefix(s.Ref, componentsPrefix)]
+	if c == nil || c.Properties == nil {
+		return
+	}
+	c.Properties["idempotent_replay"] = replaySchema
+}
+
+var replaySchema = &Schema{Type: "boolean", Description: "Present (true) when this answer is the replay of an earlier request with the same Idempotency-Key."}
+
 func withSecretSchema(base *Schema, desc string) *Schema {
 	c := *base
 	c.Properties = make(map[string]*Schema, len(base.Properties)+2)
@@ -476,7 +495,7 @@ func withSecretSchema(base *Schema, desc string) *Schema {
 		c.Properties[k] = v
 	}
 	c.Properties["key"] = &Schema{Type: "string", Description: desc + " Left out of idempotent replays."}
-	c.Properties["idempotent_replay"] = &Schema{Type: "boolean", Description: "Present (true) when this is the replay of an earlier answer."}
+	c.Properties["idempotent_replay"] = replaySchema
 	return &c
 }
 
