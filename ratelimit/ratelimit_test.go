@@ -70,7 +70,7 @@ func TestRedisDownAtStart(t *testing.T) {
 		err     error
 	}{{Local, 3, nil}, {Open, 5, nil}, {Closed, 0, ErrUnavailable}} {
 		t.Run(tt.mode.String(), func(t *testing.T) {
-			r := newTestRedis(t, c, WithOnStoreError(tt.mode))
+			r := newTestRedis(t, c, WithOnStoreError(tt.mode), WithTimeout(50*time.Millisecond))
 			allowed := 0
 			for range 5 {
 				var d Decision

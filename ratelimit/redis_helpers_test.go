@@ -144,15 +144,21 @@ func (s *redisServer) Restart() {
 }
 
 // roundTrips counts the commands and pipelines a client sends, leaving out the handshake of new
-// connections.
+// connections (HELLO, CLIENT SETINFO, ..., which go-redis sends as a pipeline).
 type roundTrips struct{ n atomic.Int64 }
+
+func handshake(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "client", "auth", "select", "ping":
+		return true
+	}
+	return false
+}
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		switch cmd.Name() {
-		case "hello", "client", "auth", "select", "ping":
-		default:
+		if !handshake(cmd) {
 			h.n.Add(1)
 		}
 		return next(ctx, cmd)
@@ -160,7 +166,12 @@ func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
+		for _, cmd := range cmds {
+			if !handshake(cmd) {
+				h.n.Add(1)
+				break
+			}
+		}
 		return next(ctx, cmds)
 	}
 }

@@ -14,9 +14,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// newTestRedis returns a limiter with a 2s timeout unless opts say otherwise: on a loaded CI
+// machine, dialling a connection can take longer than the 50ms default, and a test that does
+// not mean to fall back must not.
 func newTestRedis(t testing.TB, c redis.UniversalClient, opts ...Option) *Redis {
 	t.Helper()
-	r, err := NewRedis(c, opts...)
+	r, err := NewRedis(c, append([]Option{WithTimeout(2 * time.Second)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,6 +284,10 @@ func testStoreErrors(t *testing.T, mode StoreErrorMode, ctxAware bool) {
 	const quotaLimit = 30
 	limits := []Limit{window("burst", 1000, time.Second), quota("quota", QuotaMonth, quotaLimit)}
 	ctx := context.Background()
+	// A connection and the script ready, so that the healthy calls fit in 50ms on a busy machine.
+	if err := r.script.Load(ctx, c).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	// call checks once, timed, and counts allowed requests into the durable record.
 	call := func() (Decision, error) {
@@ -455,7 +462,7 @@ func TestRedisFallbackStaleUsage(t *testing.T) {
 				return durable.Load(), nil
 			}
 			clock := newFakeClock(time.Now())
-			r := newTestRedis(t, c, WithSeed(seed), WithNow(clock.Now))
+			r := newTestRedis(t, c, WithSeed(seed), WithNow(clock.Now), WithTimeout(50*time.Millisecond))
 			limits := []Limit{quota("quota", QuotaMonth, 30)}
 			for range 5 {
 				if d := check(t, r, limits, 1); !d.Allowed {
