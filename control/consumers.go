@@ -97,9 +97,19 @@ func (s *Service) DeleteConsumer(ctx context.Context, a Actor, id string, purge 
 			}
 			return err
 		}
-		live, err := liveKeys(ctx, r.tx, id)
+		listed, err := liveKeys(ctx, r.tx, id)
 		if err != nil {
 			return err
+		}
+		// Lock the keys (all before the first audit append) and keep those still live.
+		var live []*keygate.Key
+		for _, k := range listed {
+			if k, err = lockKey(ctx, r.tx, k.ID); err != nil {
+				return err
+			}
+			if k.State != keygate.StateRevoked {
+				live = append(live, k)
+			}
 		}
 		for _, k := range live {
 			if err := s.revokeInTx(ctx, r, k, "consumer deleted"); err != nil {

@@ -185,7 +185,7 @@ func (s *Service) UpdateKey(ctx context.Context, a Actor, id string, p KeyPatch)
 	var k *keygate.Key
 	err := s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
 		var err error
-		if k, err = r.tx.Key(ctx, id); err != nil {
+		if k, err = lockKey(ctx, r.tx, id); err != nil {
 			return err
 		}
 		if k.State == keygate.StateRevoked {
@@ -252,7 +252,7 @@ func (s *Service) RevokeKey(ctx context.Context, a Actor, id, reason string) (*k
 	var k *keygate.Key
 	err := s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
 		var err error
-		if k, err = r.tx.Key(ctx, id); err != nil {
+		if k, err = lockKey(ctx, r.tx, id); err != nil {
 			return err
 		}
 		if k.State == keygate.StateRevoked {
@@ -266,7 +266,18 @@ func (s *Service) RevokeKey(ctx context.Context, a Actor, id, reason string) (*k
 	return s.view(ctx, k, newLookups(s.store))
 }
 
-// revokeInTx revokes k inside r's transaction and schedules invalidation and the event.
+// lockKey takes the key's named lock and reads the key under it. Every transaction that writes a
+// key takes it first: on PostgreSQL a copy read without it may be stale, and writing it back would
+// undo a concurrent revocation's revoked_at and reason (UpdateKey writes every field).
+func lockKey(ctx context.Context, tx keygate.Tx, id string) (*keygate.Key, error) {
+	if err := tx.Lock(ctx, "key:"+id); err != nil {
+		return nil, err
+	}
+	return tx.Key(ctx, id)
+}
+
+// revokeInTx revokes k, read under lockKey, inside r's transaction and schedules invalidation and
+// the event.
 func (s *Service) revokeInTx(ctx context.Context, r *recorder, k *keygate.Key, reason string) error {
 	now := r.now
 	k.State, k.RevokedAt, k.UpdatedAt = keygate.StateRevoked, &now, now
@@ -301,12 +312,12 @@ func (s *Service) RotateKey(ctx context.Context, a Actor, id string, grace *time
 		if err != nil {
 			return err
 		}
-		// Under the owner's lock, read the key again: a DeleteConsumer that committed meanwhile
-		// has revoked it.
+		// Under the owner's lock and the key's, read the key again: a DeleteConsumer or a
+		// revocation that committed meanwhile has revoked it.
 		if err := lockConsumer(ctx, r.tx, old.ConsumerID); err != nil {
 			return err
 		}
-		if old, err = r.tx.Key(ctx, id); err != nil {
+		if old, err = lockKey(ctx, r.tx, id); err != nil {
 			return err
 		}
 		switch old.StatusAt(r.now) {
@@ -374,6 +385,7 @@ func (s *Service) RevokeLeaked(ctx context.Context, a Actor, plaintexts []string
 	err := s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
 		*res = LeakedResult{Revoked: []string{}, AlreadyRevoked: []string{}}
 		seen := map[[32]byte]bool{}
+		var found []*keygate.Key
 		for _, p := range plaintexts {
 			h := keys.Hash(p)
 			if seen[h] {
@@ -387,6 +399,14 @@ func (s *Service) RevokeLeaked(ctx context.Context, a Actor, plaintexts []string
 			} else if err != nil {
 				return err
 			}
+			// Lock every key before the first audit append, in the order UpdateKey takes them
+			// (key, then audit head).
+			if k, err = lockKey(ctx, r.tx, k.ID); err != nil {
+				return err
+			}
+			found = append(found, k)
+		}
+		for _, k := range found {
 			if k.State == keygate.StateRevoked {
 				res.AlreadyRevoked = append(res.AlreadyRevoked, k.ID)
 				continue

@@ -2,8 +2,10 @@ package control_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -721,5 +723,40 @@ func testValidation(t *testing.T, e *env) {
 	var in control.KeyCreate
 	if err := json.Unmarshal([]byte(`{"ttl":"1d12h","max_age":"90d"}`), &in); err != nil || in.TTL.D() != 36*time.Hour || in.MaxAge.D() != 90*keygate.Day {
 		t.Errorf(`decoding {"ttl":"1d12h","max_age":"90d"} = %v, %v, %v`, in.TTL, in.MaxAge, err)
+	}
+}
+
+// A change racing a revocation must not undo it: once revoked, a key keeps revoked_at and its
+// reason, whatever PATCH or rotation ran at the same time.
+func testRevokeRace(t *testing.T, e *env) {
+	c := e.consumer("")
+	for round := range 10 {
+		k, _ := e.key(control.KeyCreate{ConsumerID: c.ID})
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		run := func(fn func() error) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if err := fn(); err != nil && keygate.ErrorCode(err) != keygate.CodeConflict {
+					t.Errorf("round %d: %v", round, err)
+				}
+			}()
+		}
+		run(func() error { _, err := e.svc.RevokeKey(e.ctx, e.actor, k.ID, "stolen"); return err })
+		for i := range 3 {
+			run(func() error {
+				_, err := e.svc.UpdateKey(e.ctx, e.actor, k.ID, control.KeyPatch{Name: keygate.Some(fmt.Sprint("n", i))})
+				return err
+			})
+		}
+		run(func() error { _, _, err := e.svc.RotateKey(e.ctx, e.actor, k.ID, nil); return err })
+		close(start)
+		wg.Wait()
+		got := e.get(k.ID)
+		if got.Status != keygate.StateRevoked || got.RevokedAt == nil || got.RevokeReason == nil || *got.RevokeReason != "stolen" {
+			t.Fatalf("round %d: revoked key reads back with status %s, revoked_at %v, reason %v", round, got.Status, got.RevokedAt, got.RevokeReason)
+		}
 	}
 }

@@ -138,6 +138,11 @@ func (s *Service) SyncConfigPlans(ctx context.Context, plans []PlanCreate) error
 	var changed []string
 	err := s.apply(ctx, Actor{ID: "config"}, func(ctx context.Context, r *recorder) error {
 		changed = changed[:0]
+		// Nodes starting or reloading together sync the same config: one at a time, so that the
+		// later ones see the plans the first created instead of failing on a duplicate.
+		if err := r.tx.Lock(ctx, "config-plans"); err != nil {
+			return err
+		}
 		existing, err := allPlans(ctx, r.tx)
 		if err != nil {
 			return err

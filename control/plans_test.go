@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,4 +167,37 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Nodes starting (or reloading) together sync the same config: every one succeeds and the plans
+// are written once.
+func testConfigPlansConcurrent(t *testing.T, e *env) {
+	cfg := []control.PlanCreate{
+		{Name: "free", RateLimits: []keygate.Window{w("minute", 10, time.Minute)}},
+		{Name: "pro", ScopesAllowed: []string{"products:*"}},
+	}
+	const nodes = 6
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range nodes {
+		svc := e.newService(e.open())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := svc.SyncConfigPlans(e.ctx, cfg); err != nil {
+				t.Errorf("node %d: SyncConfigPlans: %v", i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if n := e.head(); n != int64(len(cfg)) {
+		t.Errorf("%d nodes syncing wrote %d audit entries; want %d", nodes, n, len(cfg))
+	}
+	for _, in := range cfg {
+		if p, err := e.svc.Plan(e.ctx, in.Name); err != nil || p.ManagedBy != keygate.ManagedByConfig {
+			t.Errorf("Plan(%s) = %+v, %v", in.Name, p, err)
+		}
+	}
 }
