@@ -67,7 +67,9 @@
 // µs ("us:frac") with a TTL of its Reset; a quota is one key per period
 // ("<prefix><key>:d<days since 1970>" or ":m<YYYYMM>") that expires an hour after the period.
 // Keys are WithPrefix + Limit.Key; with Redis Cluster put a hash tag in the prefix, since the
-// keys of one Check must share a slot.
+// keys of one Check must share a slot. The script's arithmetic is in µs on Lua's doubles: the
+// decisions are exact for limits below 9×10⁷ per window; a Remaining whose limit × period (in
+// µs) passes 2⁵³ (say a million per day) is rounded.
 //
 // When a quota counter is missing (a new period, a new key, or a Redis that came back empty)
 // and WithSeed is set, the script reports it instead of deciding; the limiter asks Seed for the
