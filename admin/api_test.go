@@ -315,3 +315,54 @@ func TestIdempotencyConcurrent(t *testing.T) {
 		t.Fatalf("%d keys created; want 1 (statuses %v)", len(l), statuses)
 	}
 }
+
+// TestExtraRoutes: routes added through Options.Routes get authentication, permissions and a
+// place in the OpenAPI document; Extra mounts unauthenticated handlers.
+func TestExtraRoutes(t *testing.T) {
+	e := newEnv(t)
+	h := New(Options{Control: e.ctl, Routes: []Route{{
+		Method: "GET", Pattern: "/v1/analytics/ping", Permission: keygate.PermAnalyticsRead, Action: "analytics.read",
+		Tag: "analytics", Summary: "ping", Query: []Param{ParamLimit}, Status: 200, Response: health{},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := ListParams(r); err != nil {
+				WriteError(w, r, err)
+				return
+			}
+			Encode(w, r, 200, health{Status: "pong"})
+		}),
+	}}, Extra: func(mux *http.ServeMux) {
+		mux.HandleFunc("GET /dashboard/", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("dash")) })
+	}})
+	url := httptestServer(t, h)
+	get := func(path, token string) int {
+		r, _ := http.NewRequest("GET", url+path, nil)
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	noPerm := e.rootKey(keygate.PermKeysRead)
+	for _, tc := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/v1/analytics/ping", e.token, 200},
+		{"/v1/analytics/ping", "", 401},
+		{"/v1/analytics/ping", noPerm, 403},
+		{"/v1/analytics/ping?limit=0", e.token, 400},
+		{"/dashboard/", "", 200},
+	} {
+		if got := get(tc.path, tc.token); got != tc.want {
+			t.Errorf("GET %s = %d; want %d", tc.path, got, tc.want)
+		}
+	}
+	doc := openAPIDocument(h.(*server).routes)
+	if _, ok := doc["paths"].(map[string]map[string]any)["/v1/analytics/ping"]; !ok {
+		t.Fatal("extra route missing from the document")
+	}
+}

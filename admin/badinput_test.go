@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -222,4 +223,28 @@ func hasParam(rt Route, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestChunkedOversizedBody: a body without Content-Length is cut at the limit too (413).
+func TestChunkedOversizedBody(t *testing.T) {
+	e := newEnv(t)
+	for _, path := range []string{"/v1/consumers", "/v1/keys/verify"} {
+		for _, idem := range []string{"", "chunk-" + path} {
+			body := io.MultiReader(strings.NewReader(`{"name":"`), strings.NewReader(strings.Repeat("a", DefaultMaxBody)), strings.NewReader(`"}`))
+			r, _ := http.NewRequest("POST", e.srv.URL+path, body)
+			r.Header.Set("Authorization", "Bearer "+e.token)
+			r.Header.Set("Content-Type", "application/json")
+			if idem != "" {
+				r.Header.Set("Idempotency-Key", idem)
+			}
+			resp, err := e.srv.Client().Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 413 || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("POST %s chunked oversized (idempotency %q) = %d %s", path, idem, resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+		}
+	}
 }

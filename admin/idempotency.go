@@ -25,9 +25,25 @@ const maxStoredAnswer = 256 << 10
 // idempotency tracks requests in flight on this node, so that a repeat arriving while the first
 // is still running is refused instead of being applied twice.
 type idempotency struct {
-	now      func() time.Time
-	mu       sync.Mutex
-	inflight map[string]bool
+	now       func() time.Time
+	mu        sync.Mutex
+	inflight  map[string]bool
+	lastPurge time.Time
+}
+
+// purgeEvery is how often records older than IdempotencyWindow are deleted, piggybacking on the
+// requests that store records (no goroutine to own).
+const purgeEvery = time.Hour
+
+// purgeDue reports whether this node should purge old records now, and notes that it does.
+func (i *idempotency) purgeDue(now time.Time) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if now.Sub(i.lastPurge) < purgeEvery {
+		return false
+	}
+	i.lastPurge = now
+	return true
 }
 
 func newIdempotency(now func() time.Time) *idempotency {
@@ -119,6 +135,11 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 			err := store.Update(r.Context(), func(tx keygate.Tx) error { return tx.PutIdempotency(r.Context(), stored) })
 			if err != nil && keygate.ErrorCode(err) != keygate.CodeConflict {
 				loggerFrom(r).WarnContext(r.Context(), "admin: storing an idempotent answer failed", "err", err)
+			}
+			if s.idem.purgeDue(now) {
+				if err := store.PurgeIdempotency(r.Context(), now.Add(-IdempotencyWindow)); err != nil {
+					loggerFrom(r).WarnContext(r.Context(), "admin: purging old idempotency records failed", "err", err)
+				}
 			}
 		}
 		w.WriteHeader(rw.status)
