@@ -20,6 +20,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate"
@@ -163,7 +164,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeProblem(sw, r, keygate.CodeInternal, "internal error")
 			}
 		}
-		s.log.InfoContext(r.Context(), "admin request", "method", r.Method, "path", redactPath(r.URL.Path),
+		// Probes and scrapes come every few seconds: they are logged at debug level.
+		level := slog.LevelInfo
+		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+			level = slog.LevelDebug
+		}
+		s.log.Log(r.Context(), level, "admin request", "method", r.Method, "path", redactPath(r.URL.Path),
 			"status", sw.status, "duration", time.Since(start), "remote", remoteIP(r))
 	}()
 	r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, s.log))
