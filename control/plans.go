@@ -6,6 +6,12 @@ import (
 	"github.com/keygate/keygate"
 )
 
+// plansLock serializes the transactions that read a plan and write it back (UpdatePlan,
+// DeletePlan, SyncConfigPlans). Without it, on PostgreSQL two concurrent patches of one plan
+// lose one of the changes, and a patch racing a config sync writes managed_by back to "api".
+// Plan changes are rare: one lock for all of them is enough.
+const plansLock = "plans"
+
 // CreatePlan creates a plan managed by the API (audit plan.create).
 func (s *Service) CreatePlan(ctx context.Context, a Actor, in PlanCreate) (*keygate.Plan, error) {
 	p := planFrom(in, keygate.ManagedByAPI)
@@ -62,6 +68,9 @@ func (s *Service) Plans(ctx context.Context, lp keygate.ListParams) ([]*keygate.
 func (s *Service) UpdatePlan(ctx context.Context, a Actor, name string, pp PlanPatch) (*keygate.Plan, error) {
 	var p *keygate.Plan
 	err := s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
+		if err := r.tx.Lock(ctx, plansLock); err != nil {
+			return err
+		}
 		var err error
 		if p, err = r.tx.Plan(ctx, name); err != nil {
 			return err
@@ -98,6 +107,9 @@ func (s *Service) UpdatePlan(ctx context.Context, a Actor, name string, pp PlanP
 // DeletePlan deletes an unused plan; in use or config-managed is CodeConflict (audit plan.delete).
 func (s *Service) DeletePlan(ctx context.Context, a Actor, name string) error {
 	return s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
+		if err := r.tx.Lock(ctx, plansLock); err != nil {
+			return err
+		}
 		p, err := r.tx.Plan(ctx, name)
 		if err != nil {
 			return err
@@ -140,7 +152,7 @@ func (s *Service) SyncConfigPlans(ctx context.Context, plans []PlanCreate) error
 		changed = changed[:0]
 		// Nodes starting or reloading together sync the same config: one at a time, so that the
 		// later ones see the plans the first created instead of failing on a duplicate.
-		if err := r.tx.Lock(ctx, "config-plans"); err != nil {
+		if err := r.tx.Lock(ctx, plansLock); err != nil {
 			return err
 		}
 		existing, err := allPlans(ctx, r.tx)

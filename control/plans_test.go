@@ -1,6 +1,7 @@
 package control_test
 
 import (
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -198,6 +199,72 @@ func testConfigPlansConcurrent(t *testing.T, e *env) {
 	for _, in := range cfg {
 		if p, err := e.svc.Plan(e.ctx, in.Name); err != nil || p.ManagedBy != keygate.ManagedByConfig {
 			t.Errorf("Plan(%s) = %+v, %v", in.Name, p, err)
+		}
+	}
+}
+
+// Concurrent changes of one plan each keep their field; a config sync racing an API change
+// keeps the plan managed by the config.
+func testPlanRace(t *testing.T, e *env) {
+	for round := range 8 {
+		name := fmt.Sprint("p", round)
+		e.plan(control.PlanCreate{Name: name})
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		run := func(fn func() error) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if err := fn(); err != nil && keygate.ErrorCode(err) != keygate.CodeConflict {
+					t.Errorf("round %d: %v", round, err)
+				}
+			}()
+		}
+		run(func() error {
+			_, err := e.svc.UpdatePlan(e.ctx, e.actor, name, control.PlanPatch{Quota: keygate.Some(&keygate.Quota{Limit: 7, Period: keygate.PeriodDay})})
+			return err
+		})
+		run(func() error {
+			_, err := e.svc.UpdatePlan(e.ctx, e.actor, name, control.PlanPatch{MaxAge: keygate.Some(dur(time.Hour))})
+			return err
+		})
+		run(func() error {
+			_, err := e.svc.UpdatePlan(e.ctx, e.actor, name, control.PlanPatch{ScopesAllowed: keygate.Some([]string{"a:read"})})
+			return err
+		})
+		close(start)
+		wg.Wait()
+		p, err := e.svc.Plan(e.ctx, name)
+		if err != nil || p.Quota == nil || p.MaxAge == nil || p.ScopesAllowed == nil {
+			t.Fatalf("round %d: concurrent patches of different fields: %+v, %v; want all three kept", round, p, err)
+		}
+	}
+	for round := range 8 {
+		name := fmt.Sprint("c", round)
+		e.plan(control.PlanCreate{Name: name})
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := e.svc.UpdatePlan(e.ctx, e.actor, name, control.PlanPatch{MaxAge: keygate.Some(dur(time.Hour))})
+			if err != nil && keygate.ErrorCode(err) != keygate.CodeConflict {
+				t.Errorf("UpdatePlan: %v", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := e.svc.SyncConfigPlans(e.ctx, []control.PlanCreate{{Name: name}}); err != nil {
+				t.Errorf("SyncConfigPlans: %v", err)
+			}
+		}()
+		close(start)
+		wg.Wait()
+		if p, err := e.svc.Plan(e.ctx, name); err != nil || p.ManagedBy != keygate.ManagedByConfig {
+			t.Fatalf("round %d: plan after a sync raced an API change: managed_by %q, %v; want config", round, p.ManagedBy, err)
 		}
 	}
 }

@@ -116,7 +116,7 @@ func (s *Service) AuthenticateRoot(ctx context.Context, token string) (*keygate.
 	}
 	h := keys.Hash(token)
 	now := s.now()
-	rk, ok := s.roots.get(h, now)
+	rk, ok, gen := s.roots.get(h, now)
 	if !ok {
 		rk, err = s.store.RootKeyByHash(ctx, h[:])
 		if err != nil {
@@ -125,7 +125,7 @@ func (s *Service) AuthenticateRoot(ctx context.Context, token string) (*keygate.
 			}
 			return nil, s.readError(err)
 		}
-		s.roots.put(h, rk, now)
+		s.roots.put(h, rk, now, gen)
 	}
 	if rk.RevokedAt != nil {
 		return nil, keygate.Errorf(keygate.CodeUnauthorized, "this root key was revoked")
@@ -206,6 +206,9 @@ type rootCache struct {
 	ttl time.Duration
 	mu  sync.Mutex
 	m   map[[32]byte]rootSlot
+	// gen counts drops. A read that started before a drop must not fill the cache: it may hold
+	// the key as it was before the revocation that caused the drop.
+	gen uint64
 }
 
 type rootSlot struct {
@@ -217,19 +220,24 @@ func newRootCache(ttl time.Duration) *rootCache {
 	return &rootCache{ttl: ttl, m: map[[32]byte]rootSlot{}}
 }
 
-func (c *rootCache) get(h [32]byte, now time.Time) (*keygate.RootKey, bool) {
+// get returns the cached key, and the generation to pass to put after a read from the store.
+func (c *rootCache) get(h [32]byte, now time.Time) (*keygate.RootKey, bool, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.m[h]
 	if !ok || !now.Before(v.expires) {
-		return nil, false
+		return nil, false, c.gen
 	}
-	return v.rk, true
+	return v.rk, true, c.gen
 }
 
-func (c *rootCache) put(h [32]byte, rk *keygate.RootKey, now time.Time) {
+// put caches rk, read from the store after get returned gen, unless a drop happened since.
+func (c *rootCache) put(h [32]byte, rk *keygate.RootKey, now time.Time, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
 	if len(c.m) > 10000 {
 		clear(c.m)
 	}
@@ -241,5 +249,6 @@ func (c *rootCache) drop(h []byte) {
 	copy(k[:], h)
 	c.mu.Lock()
 	delete(c.m, k)
+	c.gen++
 	c.mu.Unlock()
 }

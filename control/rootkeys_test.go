@@ -118,6 +118,32 @@ func testRootKeys(t *testing.T, e *env) {
 	}
 }
 
+// A revocation that commits while an authentication of the same key is reading it must not be
+// undone by that read filling the cache afterwards.
+func testRootKeyRevokeDuringRead(t *testing.T, e *env) {
+	plaintext, err := e.svc.BootstrapRootKey(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rks, _, err := e.svc.RootKeys(e.ctx, keygate.ListParams{})
+	if err != nil || len(rks) != 1 {
+		t.Fatal(rks, err)
+	}
+	revoke := func() {
+		e.spy.afterRootRead.Store(nil)
+		if _, err := e.svc.RevokeRootKey(e.ctx, e.actor, rks[0].ID); err != nil {
+			t.Errorf("RevokeRootKey: %v", err)
+		}
+	}
+	e.spy.afterRootRead.Store(&revoke)
+	// This call read the key before the revocation: answering it is fine.
+	if _, err := e.svc.AuthenticateRoot(e.ctx, plaintext); err != nil {
+		t.Logf("authentication racing the revocation refused (fine): %v", err)
+	}
+	_, err = e.svc.AuthenticateRoot(e.ctx, plaintext)
+	wantErr(t, "AuthenticateRoot after the revocation returned", err, keygate.CodeUnauthorized)
+}
+
 // A revocation on another node reaches this one when the cached entry ends (RootKeyTTL).
 func testRootKeyAcrossNodes(t *testing.T, e *env) {
 	plaintext, err := e.svc.BootstrapRootKey(e.ctx)

@@ -75,8 +75,10 @@ func runSuite(t *testing.T, b backend) {
 		{"Plans", testPlans},
 		{"ConfigPlans", testConfigPlans},
 		{"ConfigPlansConcurrent", testConfigPlansConcurrent},
+		{"PlanRace", testPlanRace},
 		{"RootKeys", testRootKeys},
 		{"RootKeyAcrossNodes", testRootKeyAcrossNodes},
+		{"RootKeyRevokeDuringRead", testRootKeyRevokeDuringRead},
 		{"EnsureRootKey", testEnsureRootKey},
 		{"BootstrapRootKey", testBootstrapRootKey},
 		{"BootstrapConcurrent", testBootstrapConcurrent},
@@ -369,11 +371,17 @@ type spyStore struct {
 	keygate.Store
 	rootReads atomic.Int64
 	failAudit atomic.Bool
+	// afterRootRead, when set, runs after a root-key read and before its result is returned.
+	afterRootRead atomic.Pointer[func()]
 }
 
 func (s *spyStore) RootKeyByHash(ctx context.Context, hash []byte) (*keygate.RootKey, error) {
 	s.rootReads.Add(1)
-	return s.Store.RootKeyByHash(ctx, hash)
+	rk, err := s.Store.RootKeyByHash(ctx, hash)
+	if fn := s.afterRootRead.Load(); fn != nil {
+		(*fn)()
+	}
+	return rk, err
 }
 
 func (s *spyStore) Update(ctx context.Context, fn func(keygate.Tx) error) error {
