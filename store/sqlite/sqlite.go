@@ -52,6 +52,14 @@ func classify(err error) sqlstore.ErrKind {
 	return sqlstore.ErrOther
 }
 
+// Page cache of each connection (SQLite's default is 2 MiB). The unique index on key hashes is
+// written at random places, so with a small cache bulk creation slows to a crawl past a few
+// hundred thousand keys. These are upper bounds; the cache grows only as pages are read.
+const (
+	writerCacheKiB = 64 << 10
+	readerCacheKiB = 16 << 10
+)
+
 // busyTimeoutMS is how long a connection waits for another process's lock before SQLITE_BUSY.
 const busyTimeoutMS = 5000
 
@@ -63,9 +71,11 @@ func dsn(path string, writer bool) string {
 	q.Add("_pragma", "synchronous(NORMAL)")
 	if writer {
 		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", writerCacheKiB))
 		q.Set("_txlock", "immediate")
 	} else {
 		q.Add("_pragma", "query_only(1)")
+		q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", readerCacheKiB))
 	}
 	sep := "?"
 	if strings.Contains(path, "?") {
