@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,6 +156,9 @@ func (e *env) do(r req) *answer {
 	return a
 }
 
+// nonUTCTime finds an RFC 3339 time with a numeric offset.
+var nonUTCTime = regexp.MustCompile(`"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d"`)
+
 var (
 	docOnce sync.Once
 	docJSON map[string]any
@@ -201,6 +205,9 @@ func (e *env) checkAnswer(r req, a *answer) {
 	if err := dec.Decode(&v); err != nil {
 		e.t.Errorf("%s %s %d: body is not JSON: %v", r.method, r.path, a.status, err)
 		return
+	}
+	if m := nonUTCTime.Find(a.body); m != nil {
+		e.t.Errorf("%s %s %d: time %s is not in UTC", r.method, r.path, a.status, m)
 	}
 	if err := newValidator(docJSON).validate(media["schema"], v, "answer"); err != nil {
 		e.t.Errorf("%s %s %d: answer invalid by the document: %v\n%s", r.method, r.path, a.status, err, a.body)
