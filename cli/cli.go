@@ -142,9 +142,21 @@ func windows(ws []keygate.Window) string {
 	}
 	parts := make([]string, len(ws))
 	for i, w := range ws {
-		parts[i] = fmt.Sprintf("%s=%d/%s", w.Name, w.Limit, w.Period)
+		parts[i] = fmt.Sprintf("%s=%d/%s", w.Name, w.Limit, shortDuration(w.Period))
 	}
 	return strings.Join(parts, ",")
+}
+
+// shortDuration writes "1m" rather than Go's "1m0s".
+func shortDuration(d keygate.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func quota(q *keygate.Quota) string {

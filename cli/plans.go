@@ -70,17 +70,22 @@ func maxAge(d *keygate.Duration) string {
 	if d == nil {
 		return "-"
 	}
-	return d.String()
+	return shortDuration(*d)
+}
+
+// scopesAllowed shows a plan's scope ceiling; none means any scope.
+func scopesAllowed(s []string) string {
+	if s == nil {
+		return "(any)"
+	}
+	return list(s)
 }
 
 func (cf *clientFlags) printPlan(p *keygate.Plan) error {
 	if cf.json {
 		return cf.printJSON(p)
 	}
-	scopes := "(any)"
-	if p.ScopesAllowed != nil {
-		scopes = list(p.ScopesAllowed)
-	}
+	scopes := scopesAllowed(p.ScopesAllowed)
 	return cf.fields([][2]string{
 		{"name", p.Name}, {"rate limits", windows(p.RateLimits)}, {"quota", quota(p.Quota)},
 		{"scopes allowed", scopes}, {"max age", maxAge(p.MaxAge)}, {"managed by", orDash(p.ManagedBy)},
@@ -107,7 +112,7 @@ func plansList(cf *clientFlags) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(page.Data))
 			for _, p := range page.Data {
-				rows = append(rows, []string{p.Name, windows(p.RateLimits), quota(p.Quota), list(p.ScopesAllowed), maxAge(p.MaxAge), orDash(p.ManagedBy)})
+				rows = append(rows, []string{p.Name, windows(p.RateLimits), quota(p.Quota), scopesAllowed(p.ScopesAllowed), maxAge(p.MaxAge), orDash(p.ManagedBy)})
 			}
 			if err := cf.table([]string{"NAME", "RATE LIMITS", "QUOTA", "SCOPES ALLOWED", "MAX AGE", "MANAGED BY"}, rows); err != nil {
 				return err
