@@ -347,6 +347,9 @@ func (s *server) start(ctx context.Context) error {
 			return settingsError("KEYGATE_REDIS_URL: %v", err)
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
+		// Per-call deadlines come from the context (the limiter's short timeout); warm connections
+		// keep a dial out of the request path.
+		opt.ContextTimeoutEnabled, opt.MinIdleConns = true, 4
 		s.rdb = redis.NewClient(opt)
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := s.rdb.Ping(pctx).Err(); err != nil {
