@@ -181,7 +181,7 @@ func testPurgeAfterDelete(t *testing.T, e *env) {
 // Keys created or rotated while their consumer is being deleted must not outlive it: once
 // DeleteConsumer returns, the consumer has no live key.
 func testDeleteConsumerRace(t *testing.T, e *env) {
-	for round := range 10 {
+	for round := range 6 {
 		c := e.consumer("")
 		seed, _ := e.key(control.KeyCreate{ConsumerID: c.ID})
 		var wg sync.WaitGroup

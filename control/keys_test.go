@@ -730,7 +730,7 @@ func testValidation(t *testing.T, e *env) {
 // reason, whatever PATCH or rotation ran at the same time.
 func testRevokeRace(t *testing.T, e *env) {
 	c := e.consumer("")
-	for round := range 10 {
+	for round := range 6 {
 		k, _ := e.key(control.KeyCreate{ConsumerID: c.ID})
 		var wg sync.WaitGroup
 		start := make(chan struct{})

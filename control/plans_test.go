@@ -206,7 +206,7 @@ func testConfigPlansConcurrent(t *testing.T, e *env) {
 // Concurrent changes of one plan each keep their field; a config sync racing an API change
 // keeps the plan managed by the config.
 func testPlanRace(t *testing.T, e *env) {
-	for round := range 8 {
+	for round := range 5 {
 		name := fmt.Sprint("p", round)
 		e.plan(control.PlanCreate{Name: name})
 		var wg sync.WaitGroup
@@ -240,7 +240,7 @@ func testPlanRace(t *testing.T, e *env) {
 			t.Fatalf("round %d: concurrent patches of different fields: %+v, %v; want all three kept", round, p, err)
 		}
 	}
-	for round := range 8 {
+	for round := range 5 {
 		name := fmt.Sprint("c", round)
 		e.plan(control.PlanCreate{Name: name})
 		var wg sync.WaitGroup
