@@ -164,9 +164,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeProblem(sw, r, keygate.CodeInternal, "internal error")
 			}
 		}
-		// Probes and scrapes come every few seconds: they are logged at debug level.
+		// Probes and scrapes come every few seconds, and verifications are the hot path of services
+		// outside the proxy (thousands a second, counted in /metrics and usage): both are logged at
+		// debug level. Changes are audited anyway; the log keeps them at info.
 		level := slog.LevelInfo
-		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+		if !strings.HasPrefix(r.URL.Path, "/v1/") || r.URL.Path == "/v1/keys/verify" {
 			level = slog.LevelDebug
 		}
 		s.log.Log(r.Context(), level, "admin request", "method", r.Method, "path", redactPath(r.URL.Path),
