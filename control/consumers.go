@@ -101,13 +101,13 @@ func (s *Service) DeleteConsumer(ctx context.Context, a Actor, id string, purge 
 		if err != nil {
 			return err
 		}
-		// Lock the keys (all before the first audit append) and keep those still live.
+		locked, err := lockKeys(ctx, r.tx, listed)
+		if err != nil {
+			return err
+		}
 		var live []*keygate.Key
 		for _, k := range listed {
-			if k, err = lockKey(ctx, r.tx, k.ID); err != nil {
-				return err
-			}
-			if k.State != keygate.StateRevoked {
+			if k = locked[k.ID]; k.State != keygate.StateRevoked {
 				live = append(live, k)
 			}
 		}

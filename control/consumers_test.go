@@ -184,6 +184,8 @@ func testDeleteConsumerRace(t *testing.T, e *env) {
 	for round := range 6 {
 		c := e.consumer("")
 		seed, _ := e.key(control.KeyCreate{ConsumerID: c.ID})
+		_, p1 := e.key(control.KeyCreate{ConsumerID: c.ID})
+		_, p2 := e.key(control.KeyCreate{ConsumerID: c.ID})
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for range 4 {
@@ -204,6 +206,15 @@ func testDeleteConsumerRace(t *testing.T, e *env) {
 			_, _, err := e.svc.RotateKey(e.ctx, e.actor, seed.ID, nil)
 			if code := keygate.ErrorCode(err); err != nil && code != keygate.CodeConflict && code != keygate.CodeNotFound {
 				t.Errorf("RotateKey: %v", err)
+			}
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			// Locks several keys, in an order unlike DeleteConsumer's.
+			if _, err := e.svc.RevokeLeaked(e.ctx, e.actor, []string{p2, p1}); err != nil {
+				t.Errorf("RevokeLeaked: %v", err)
 			}
 		}()
 		wg.Add(1)

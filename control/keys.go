@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/keygate/keygate"
@@ -276,6 +277,26 @@ func lockKey(ctx context.Context, tx keygate.Tx, id string) (*keygate.Key, error
 	return tx.Key(ctx, id)
 }
 
+// lockKeys locks the keys ks, in the order of their ids so that two transactions locking several
+// keys cannot deadlock, and returns them read again under their locks, by id. Callers lock every
+// key before their first audit append, keeping the order UpdateKey follows (key, then audit head).
+func lockKeys(ctx context.Context, tx keygate.Tx, ks []*keygate.Key) (map[string]*keygate.Key, error) {
+	ids := make([]string, 0, len(ks))
+	for _, k := range ks {
+		ids = append(ids, k.ID)
+	}
+	slices.Sort(ids)
+	out := make(map[string]*keygate.Key, len(ids))
+	for _, id := range ids {
+		k, err := lockKey(ctx, tx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = k
+	}
+	return out, nil
+}
+
 // revokeInTx revokes k, read under lockKey, inside r's transaction and schedules invalidation and
 // the event.
 func (s *Service) revokeInTx(ctx context.Context, r *recorder, k *keygate.Key, reason string) error {
@@ -399,14 +420,14 @@ func (s *Service) RevokeLeaked(ctx context.Context, a Actor, plaintexts []string
 			} else if err != nil {
 				return err
 			}
-			// Lock every key before the first audit append, in the order UpdateKey takes them
-			// (key, then audit head).
-			if k, err = lockKey(ctx, r.tx, k.ID); err != nil {
-				return err
-			}
 			found = append(found, k)
 		}
+		locked, err := lockKeys(ctx, r.tx, found)
+		if err != nil {
+			return err
+		}
 		for _, k := range found {
+			k = locked[k.ID]
 			if k.State == keygate.StateRevoked {
 				res.AlreadyRevoked = append(res.AlreadyRevoked, k.ID)
 				continue
