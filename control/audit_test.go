@@ -2,12 +2,15 @@ package control_test
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -458,4 +461,63 @@ func scanTable(t *testing.T, db *sql.DB, table string, check func(string, []byte
 		t.Fatal(err)
 	}
 	return n
+}
+
+// testSinkAndUsage checks the optional hooks: AuditSink sees exactly the committed entries, and
+// Usage supplies the quota usage of key objects by limiter.
+func testSinkAndUsage(t *testing.T, e *env) {
+	var mu sync.Mutex
+	var sunk []*keygate.AuditEntry
+	var asked []string
+	svc := control.New(control.Options{Store: e.spy, Now: e.clock.Now, AuditKey: auditKey,
+		Logger: slog.New(slog.DiscardHandler),
+		AuditSink: func(a *keygate.AuditEntry) {
+			mu.Lock()
+			defer mu.Unlock()
+			sunk = append(sunk, a)
+		},
+		Usage: func(_ context.Context, limiterID string, q *keygate.Quota, now time.Time) (int64, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			asked = append(asked, limiterID)
+			if q.Limit != 50 || !now.Equal(e.clock.Now()) {
+				t.Errorf("Usage(%s, %+v, %v)", limiterID, q, now)
+			}
+			return 17, nil
+		}})
+	c, err := svc.CreateConsumer(e.ctx, e.actor, control.ConsumerCreate{Name: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, err := svc.CreateKey(e.ctx, e.actor, control.KeyCreate{ConsumerID: c.ID, Quota: &keygate.Quota{Limit: 50, Period: keygate.PeriodMonth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Quota == nil || k.Quota.Used == nil || *k.Quota.Used != 17 {
+		t.Errorf("quota = %+v; want used 17 from Usage", k.Quota)
+	}
+	nk, _, err := svc.RotateKey(e.ctx, e.actor, k.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = svc.RevokeKey(e.ctx, e.actor, "key_missing", "")                         // refused: nothing sunk
+	_, _ = svc.CreateConsumer(e.ctx, e.actor, control.ConsumerCreate{Name: "\x00"}) // refused
+	e.spy.failAudit.Store(true)
+	_, _ = svc.CreateConsumer(e.ctx, e.actor, control.ConsumerCreate{Name: "x"}) // not applied
+	e.spy.failAudit.Store(false)
+
+	mu.Lock()
+	defer mu.Unlock()
+	stored := e.entriesAfter(0)
+	if len(sunk) != len(stored) || len(sunk) != 3 {
+		t.Fatalf("sink got %d entries, the log has %d; want 3 and 3", len(sunk), len(stored))
+	}
+	for i := range sunk {
+		if sunk[i].Seq != stored[i].Seq || sunk[i].Hash != stored[i].Hash || sunk[i].Action != stored[i].Action {
+			t.Errorf("sunk entry %d = %d %s; stored %d %s", i, sunk[i].Seq, sunk[i].Action, stored[i].Seq, stored[i].Action)
+		}
+	}
+	if len(asked) != 2 || asked[0] != k.ID || asked[1] != k.ID || nk.LimiterID != k.ID {
+		t.Errorf("Usage asked for limiters %v; want the first key's id twice (creation and rotation)", asked)
+	}
 }

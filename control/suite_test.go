@@ -86,6 +86,7 @@ func runSuite(t *testing.T, b backend) {
 		{"AuditTrail", testAuditTrail},
 		{"AuditTamper", testAuditTamper},
 		{"AuditWriteFails", testAuditWriteFails},
+		{"SinkAndUsage", testSinkAndUsage},
 		{"PlaintextNeverStored", testPlaintextNeverStored},
 	}
 	for _, tc := range tests {
