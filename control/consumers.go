@@ -49,6 +49,9 @@ func (s *Service) Consumers(ctx context.Context, p keygate.ListParams) ([]*keyga
 func (s *Service) UpdateConsumer(ctx context.Context, a Actor, id string, p ConsumerPatch) (*keygate.Consumer, error) {
 	var c *keygate.Consumer
 	err := s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
+		if err := lockConsumer(ctx, r.tx, id); err != nil {
+			return err
+		}
 		var err error
 		if c, err = r.tx.Consumer(ctx, id); err != nil {
 			return err
@@ -139,9 +142,10 @@ func (s *Service) purgeDeleted(ctx context.Context, r *recorder, id string) erro
 }
 
 // lockConsumer serializes the transactions that add keys to a consumer (CreateKey, RotateKey) with
-// the one that deletes it. Without it, on PostgreSQL a key inserted while DeleteConsumer runs is
-// not among the keys it revokes, and stays live after its owner is gone. Each must take the lock
-// before reading the consumer or its keys.
+// the one that deletes it, and the read-modify-writes of a consumer (UpdateConsumer). Without it,
+// on PostgreSQL a key inserted while DeleteConsumer runs is not among the keys it revokes, and
+// stays live after its owner is gone; and of two concurrent patches, one is lost. Each must take
+// the lock before reading the consumer or its keys.
 func lockConsumer(ctx context.Context, tx keygate.Tx, id string) error {
 	return tx.Lock(ctx, "consumer:"+id)
 }
@@ -167,10 +171,16 @@ func liveKeys(ctx context.Context, tx keygate.Reader, consumerID string) ([]*key
 	}
 }
 
-// requirePlan refuses a reference to a plan that does not exist.
-func requirePlan(ctx context.Context, tx keygate.Reader, name string) error {
+// requirePlan refuses a reference to a plan that does not exist. It holds the plan's lock until
+// the transaction ends, so that a concurrent DeletePlan either sees the new reference (409) or
+// has deleted the plan before it is read (400): never a key or consumer naming a deleted plan,
+// which would lose the plan's limits.
+func requirePlan(ctx context.Context, tx keygate.Tx, name string) error {
 	if name == "" {
 		return nil
+	}
+	if err := lockPlan(ctx, tx, name); err != nil {
+		return err
 	}
 	if _, err := tx.Plan(ctx, name); err != nil {
 		if keygate.ErrorCode(err) == keygate.CodeNotFound {

@@ -236,3 +236,33 @@ func testDeleteConsumerRace(t *testing.T, e *env) {
 		}
 	}
 }
+
+// Concurrent patches of one consumer each keep their field.
+func testConsumerPatchRace(t *testing.T, e *env) {
+	for round := range 5 {
+		c := e.consumer("")
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		patches := []control.ConsumerPatch{
+			{Name: keygate.Some("new name")},
+			{Email: keygate.Some("new@example.com")},
+			{Metadata: keygate.Some(map[string]any{"tier": "x"})},
+		}
+		for _, p := range patches {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if _, err := e.svc.UpdateConsumer(e.ctx, e.actor, c.ID, p); err != nil {
+					t.Errorf("UpdateConsumer: %v", err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		got, err := e.svc.Consumer(e.ctx, c.ID)
+		if err != nil || got.Name != "new name" || got.Email != "new@example.com" || got.Metadata["tier"] != "x" {
+			t.Fatalf("round %d: after concurrent patches: %+v, %v; want all three changes", round, got, err)
+		}
+	}
+}

@@ -125,7 +125,7 @@ func checkExpiry(t *time.Time, now time.Time) error {
 }
 
 // checkPlan checks that the key's plan exists and its scopes are within the plan's ceiling.
-func checkPlan(ctx context.Context, tx keygate.Reader, k *keygate.Key, c *keygate.Consumer) error {
+func checkPlan(ctx context.Context, tx keygate.Tx, k *keygate.Key, c *keygate.Consumer) error {
 	if err := requirePlan(ctx, tx, k.Plan); err != nil {
 		return err
 	}

@@ -12,6 +12,12 @@ import (
 // Plan changes are rare: one lock for all of them is enough.
 const plansLock = "plans"
 
+// lockPlan takes the lock that DeletePlan and every new reference to plan name (requirePlan)
+// serialize on.
+func lockPlan(ctx context.Context, tx keygate.Tx, name string) error {
+	return tx.Lock(ctx, "plan:"+name)
+}
+
 // CreatePlan creates a plan managed by the API (audit plan.create).
 func (s *Service) CreatePlan(ctx context.Context, a Actor, in PlanCreate) (*keygate.Plan, error) {
 	p := planFrom(in, keygate.ManagedByAPI)
@@ -108,6 +114,9 @@ func (s *Service) UpdatePlan(ctx context.Context, a Actor, name string, pp PlanP
 func (s *Service) DeletePlan(ctx context.Context, a Actor, name string) error {
 	return s.apply(ctx, a, func(ctx context.Context, r *recorder) error {
 		if err := r.tx.Lock(ctx, plansLock); err != nil {
+			return err
+		}
+		if err := lockPlan(ctx, r.tx, name); err != nil {
 			return err
 		}
 		p, err := r.tx.Plan(ctx, name)

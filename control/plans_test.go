@@ -268,3 +268,43 @@ func testPlanRace(t *testing.T, e *env) {
 		}
 	}
 }
+
+// A plan deleted while keys and consumers are being put on it: either the delete is refused
+// (in use) or the references are (unknown plan); never a key on a plan that no longer exists,
+// which would leave it without the plan's limits.
+func testPlanDeleteRace(t *testing.T, e *env) {
+	c := e.consumer("")
+	for round := range 5 {
+		name := fmt.Sprint("d", round)
+		e.plan(control.PlanCreate{Name: name, RateLimits: []keygate.Window{w("second", 1, time.Second)}})
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		run := func(fn func() error) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if err := fn(); err != nil && keygate.ErrorCode(err) != keygate.CodeConflict && keygate.ErrorCode(err) != keygate.CodeBadRequest {
+					t.Errorf("round %d: %v", round, err)
+				}
+			}()
+		}
+		run(func() error { return e.svc.DeletePlan(e.ctx, e.actor, name) })
+		run(func() error {
+			_, _, err := e.svc.CreateKey(e.ctx, e.actor, control.KeyCreate{ConsumerID: c.ID, Plan: name})
+			return err
+		})
+		run(func() error {
+			_, err := e.svc.CreateConsumer(e.ctx, e.actor, control.ConsumerCreate{Name: "late", Plan: name})
+			return err
+		})
+		close(start)
+		wg.Wait()
+		if _, err := e.svc.Plan(e.ctx, name); keygate.ErrorCode(err) != keygate.CodeNotFound {
+			continue // the delete was refused
+		}
+		if n := e.count(`SELECT COUNT(*) FROM api_keys WHERE plan = ?`, name) + e.count(`SELECT COUNT(*) FROM consumers WHERE plan = ?`, name); n != 0 {
+			t.Fatalf("round %d: plan %s was deleted but %d keys or consumers name it", round, name, n)
+		}
+	}
+}
