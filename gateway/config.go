@@ -142,6 +142,11 @@ type Cache struct {
 
 // Defaults (documented on the fields above).
 const (
+	// MaxHeaderBytes is what the proxy listener's http.Server.MaxHeaderBytes should be: header
+	// blocks beyond it are refused by the server with 431 before the gateway runs (a 1 MB "key"
+	// never reaches verification).
+	MaxHeaderBytes = 64 << 10
+
 	DefaultTimeout             = 30 * time.Second
 	DefaultMaxBody             = 10 << 20
 	DefaultCacheSize           = 16 << 20

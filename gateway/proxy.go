@@ -58,22 +58,27 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if ex.stripAuth {
 		delete(h, "Authorization")
 	}
-	h["X-Request-Id"] = []string{ex.reqID}
 
+	// Every value this sets lives in one backing array: one allocation instead of ten. Each
+	// field gets a capacity-clipped slice, so that a later Add copies instead of overwriting.
+	v := make([]string, 10)
+	set := func(i int, k, val string) {
+		v[i] = val
+		h[k] = v[i : i+1 : i+1]
+	}
+	set(0, "X-Request-Id", ex.reqID)
 	var keyID, consumerID, plan, env, scopes string
 	if e := ex.entry; e != nil {
 		keyID, consumerID, plan, env, scopes = e.Key.ID, e.ConsumerID, e.Plan, e.Env, e.ScopesHeader
-		v := make([]string, 5)
-		v[0], v[1], v[2], v[3], v[4] = keyID, consumerID, plan, env, scopes
-		h["X-Keygate-Key-Id"] = v[0:1:1]
-		h["X-Keygate-Consumer-Id"] = v[1:2:2]
-		h["X-Keygate-Plan"] = v[2:3:3]
-		h["X-Keygate-Env"] = v[3:4:4]
-		h["X-Keygate-Scopes"] = v[4:5:5]
+		set(1, "X-Keygate-Key-Id", keyID)
+		set(2, "X-Keygate-Consumer-Id", consumerID)
+		set(3, "X-Keygate-Plan", plan)
+		set(4, "X-Keygate-Env", env)
+		set(5, "X-Keygate-Scopes", scopes)
 	}
 	if rt := ex.route; rt.hmacs != nil {
 		ex.buf = appendSignature(ex.buf[:0], rt.hmacs, g.now().Unix(), out.Method, out.URL.Path, ex.reqID, keyID, consumerID, plan, env, scopes)
-		h["X-Keygate-Signature"] = []string{string(ex.buf)}
+		set(6, "X-Keygate-Signature", string(ex.buf))
 	}
 
 	host, _, err := net.SplitHostPort(pr.In.RemoteAddr)
@@ -81,24 +86,23 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		host = pr.In.RemoteAddr
 	}
 	if prior := pr.In.Header["X-Forwarded-For"]; ex.trustedRemote && len(prior) > 0 {
-		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + host}
-	} else {
-		h["X-Forwarded-For"] = []string{host}
+		host = strings.Join(prior, ", ") + ", " + host
 	}
+	set(7, "X-Forwarded-For", host)
 	fwdHost, fwdProto := pr.In.Host, "http"
 	if pr.In.TLS != nil {
 		fwdProto = "https"
 	}
 	if ex.trustedRemote {
-		if v := pr.In.Header.Get("X-Forwarded-Host"); v != "" {
-			fwdHost = v
+		if x := pr.In.Header.Get("X-Forwarded-Host"); x != "" {
+			fwdHost = x
 		}
-		if v := pr.In.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
-			fwdProto = v
+		if x := pr.In.Header.Get("X-Forwarded-Proto"); x == "http" || x == "https" {
+			fwdProto = x
 		}
 	}
-	h["X-Forwarded-Host"] = []string{fwdHost}
-	h["X-Forwarded-Proto"] = []string{fwdProto}
+	set(8, "X-Forwarded-Host", fwdHost)
+	set(9, "X-Forwarded-Proto", fwdProto)
 }
 
 // Signature computes X-Keygate-Signature as an upstream would check it: t=<unix>,v1=<hex of

@@ -19,8 +19,9 @@ func setRateLimitFields(h http.Header, d *ratelimit.Decision, buf []byte) []byte
 	buf = appendPolicy(buf[:0], d.States)
 	policy := string(buf)
 	buf = appendRateLimit(buf[:0], d.States)
-	h["Ratelimit-Policy"] = []string{policy}
-	h["Ratelimit"] = []string{string(buf)}
+	v := []string{policy, string(buf)}
+	h["Ratelimit-Policy"] = v[0:1:1]
+	h["Ratelimit"] = v[1:2:2]
 	return buf
 }
 

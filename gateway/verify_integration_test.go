@@ -11,6 +11,7 @@ import (
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/audit"
 	"github.com/keygate/keygate/control"
+	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/store/sqlite"
 	"github.com/keygate/keygate/store/sqlstore"
@@ -90,6 +91,17 @@ func TestWithRealVerifier(t *testing.T) {
 	}
 	if n := counted.byHash.Load() - before; n != 0 {
 		t.Errorf("malformed keys reached storage %d times", n)
+	}
+
+	unknown, _ := keys.Generate("kg", keys.TagSecret, "live")
+	before = counted.byHash.Load()
+	for i := 0; i < 5; i++ {
+		if resp := get(unknown); resp.StatusCode != 401 {
+			t.Errorf("unknown key: %d", resp.StatusCode)
+		}
+	}
+	if n := counted.byHash.Load() - before; n != 1 {
+		t.Errorf("an unknown key reached storage %d times in a row; want 1 (negative cache)", n)
 	}
 
 	// Disable, enable, update and revoke take effect on the very next request.
