@@ -11,6 +11,9 @@ import (
 // Day is the length of the "d" unit in durations. keygate's days are always 24 hours.
 const Day = 24 * time.Hour
 
+// maxDays bounds durations (about 274 years) well inside time.Duration's range.
+const maxDays = 100_000
+
 // ParseDuration parses a Go duration that may also use "d" for days ("90d", "1d12h", "500ms").
 // Negative durations are refused: no setting of keygate takes one.
 func ParseDuration(s string) (time.Duration, error) {
@@ -39,10 +42,13 @@ func ParseDuration(s string) (time.Duration, error) {
 			return 0, fmt.Errorf("invalid duration %q", orig)
 		}
 		n, err := strconv.ParseFloat(s[j:i], 64)
-		if err != nil || n > 1e6 {
+		if err != nil || n > maxDays {
 			return 0, fmt.Errorf("invalid duration %q", orig)
 		}
 		total += time.Duration(n * float64(Day))
+		if total > time.Duration(maxDays)*Day {
+			return 0, fmt.Errorf("invalid duration %q: longer than %d days", orig, maxDays)
+		}
 		s = s[:j] + s[i+1:]
 	}
 	if s != "" {
@@ -52,6 +58,9 @@ func ParseDuration(s string) (time.Duration, error) {
 		}
 		if d < 0 {
 			return 0, fmt.Errorf("invalid duration %q: must not be negative", orig)
+		}
+		if d > time.Duration(maxDays)*Day-total {
+			return 0, fmt.Errorf("invalid duration %q: longer than %d days", orig, maxDays)
 		}
 		total += d
 	}

@@ -219,6 +219,10 @@ func ValidateMetadata(field string, m map[string]any) error {
 	if m == nil {
 		return nil
 	}
+	// encoding/json replaces invalid UTF-8 with U+FFFD; refuse it instead of altering the data.
+	if !validUTF8Value(m) {
+		return badRequest("%s is not valid UTF-8", field)
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return badRequest("%s is not encodable as JSON", field)
@@ -226,10 +230,28 @@ func ValidateMetadata(field string, m map[string]any) error {
 	if len(b) > MaxMetadataSize {
 		return badRequest("%s is %d bytes of JSON; at most %d are allowed", field, len(b), MaxMetadataSize)
 	}
-	if !utf8.Valid(b) {
-		return badRequest("%s is not valid UTF-8", field)
-	}
 	return nil
+}
+
+// validUTF8Value reports whether every string (and object key) in a decoded JSON value is UTF-8.
+func validUTF8Value(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return utf8.ValidString(v)
+	case map[string]any:
+		for k, e := range v {
+			if !utf8.ValidString(k) || !validUTF8Value(e) {
+				return false
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if !validUTF8Value(e) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Validate checks a plan.
