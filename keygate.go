@@ -41,10 +41,10 @@ type Window struct {
 // Quota is a calendar-period allowance. Used and ResetsAt are filled in on key objects, never
 // stored (plans and consumers show neither).
 type Quota struct {
-	Limit    int64      `json:"limit"`
-	Period   string     `json:"period"`
-	Used     *int64     `json:"used,omitempty"`
-	ResetsAt *time.Time `json:"resets_at,omitempty"`
+	Limit    int64      `json:"limit" yaml:"limit"`
+	Period   string     `json:"period" yaml:"period"`
+	Used     *int64     `json:"used,omitempty" yaml:"-"`
+	ResetsAt *time.Time `json:"resets_at,omitempty" yaml:"-"`
 }
 
 // Key is a consumer's API key. Only the SHA-256 of the plaintext (Hash) is ever stored.

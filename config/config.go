@@ -259,9 +259,32 @@ func Parse(b []byte, lookupEnv func(string) (string, bool), c *Config) error {
 		if errors.Is(err, errEOF) || err.Error() == "EOF" {
 			return nil // an empty file is the defaults
 		}
-		return errors.New(strings.TrimPrefix(strings.ReplaceAll(err.Error(), "\n", "; "), "yaml: "))
+		msg := strings.TrimPrefix(strings.ReplaceAll(err.Error(), "\n", "; "), "yaml: ")
+		if !strings.Contains(msg, "line ") {
+			// Errors of value parsers (durations) come without a position: find the value.
+			if n := lineOf(b, msg); n > 0 {
+				msg = fmt.Sprintf("line %d: %s", n, msg)
+			}
+		}
+		return errors.New(msg)
 	}
 	return nil
+}
+
+var quoted = regexp.MustCompile(`"([^"]+)"`)
+
+// lineOf returns the line of b holding the first quoted value of msg as a YAML value, or 0.
+func lineOf(b []byte, msg string) int {
+	m := quoted.FindStringSubmatch(msg)
+	if m == nil {
+		return 0
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		if j := strings.Index(line, ":"); j >= 0 && strings.Contains(line[j:], m[1]) {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 var errEOF = errors.New("EOF")

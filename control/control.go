@@ -117,11 +117,11 @@ type ConsumerPatch struct {
 
 // PlanCreate is the body of POST /v1/plans.
 type PlanCreate struct {
-	Name          string            `json:"name"`
-	RateLimits    []keygate.Window  `json:"rate_limits"`
-	Quota         *keygate.Quota    `json:"quota"`
-	ScopesAllowed []string          `json:"scopes_allowed"`
-	MaxAge        *keygate.Duration `json:"max_age"`
+	Name          string            `json:"name" yaml:"name"`
+	RateLimits    []keygate.Window  `json:"rate_limits" yaml:"rate_limits"`
+	Quota         *keygate.Quota    `json:"quota" yaml:"quota"`
+	ScopesAllowed []string          `json:"scopes_allowed" yaml:"scopes_allowed"`
+	MaxAge        *keygate.Duration `json:"max_age" yaml:"max_age"`
 }
 
 // PlanPatch is the body of PATCH /v1/plans/{name}.
