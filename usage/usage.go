@@ -35,7 +35,12 @@ type Recorder struct {
 	mu       sync.Mutex
 	counts   map[counterKey]int64
 	lastUsed map[string]time.Time
+	// touched is when each key's last_used_at was last written (only the flusher uses it).
+	// last_used_at is kept to the minute: a key in steady use costs one write a minute, not one
+	// a second.
+	touched map[string]time.Time
 
+	touchMu sync.Mutex
 	failed  atomic.Int64 // flushes that failed (their counts are kept and retried)
 	stop    chan struct{}
 	done    chan struct{}
@@ -53,7 +58,7 @@ type Options struct {
 // New starts a Recorder; Close stops it.
 func New(store Store, o Options) *Recorder {
 	r := &Recorder{store: store, now: o.Now, interval: o.Interval, log: o.Logger,
-		counts: map[counterKey]int64{}, lastUsed: map[string]time.Time{},
+		counts: map[counterKey]int64{}, lastUsed: map[string]time.Time{}, touched: map[string]time.Time{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if r.now == nil {
 		r.now = time.Now
@@ -113,9 +118,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	defer cancel()
 	err := r.store.AddUsage(ctx, deltas)
 	if err == nil {
-		if terr := r.store.TouchKeys(ctx, lastUsed); terr != nil {
-			r.log.Warn("recording last use of keys failed", "err", terr)
-		}
+		r.touch(ctx, lastUsed)
 		return nil
 	}
 	r.failed.Add(1)
@@ -131,6 +134,37 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	return err
+}
+
+// TouchPrecision is how stale a key's last_used_at may be.
+const TouchPrecision = time.Minute
+
+// touch writes last_used_at for the keys whose stored value is over TouchPrecision old.
+func (r *Recorder) touch(ctx context.Context, lastUsed map[string]time.Time) {
+	r.touchMu.Lock()
+	defer r.touchMu.Unlock()
+	due := make(map[string]time.Time, len(lastUsed))
+	for id, t := range lastUsed {
+		if w, ok := r.touched[id]; !ok || t.Sub(w) >= TouchPrecision {
+			due[id] = t
+		}
+	}
+	if len(due) == 0 {
+		return
+	}
+	if err := r.store.TouchKeys(ctx, due); err != nil {
+		r.log.Warn("recording last use of keys failed", "err", err)
+		return
+	}
+	now := r.now()
+	for id, w := range r.touched {
+		if now.Sub(w) >= TouchPrecision {
+			delete(r.touched, id) // due again anyway: keep the map to the keys of the last minute
+		}
+	}
+	for id, t := range due {
+		r.touched[id] = t
+	}
 }
 
 // FailedFlushes returns how many flushes failed so far.

@@ -73,6 +73,34 @@ func TestRecorderBatchesAndNeverLoses(t *testing.T) {
 	}
 }
 
+func TestLastUsedWrittenOncePerMinute(t *testing.T) {
+	st := &memStore{counts: map[string]int64{}, lastUsed: map[string]time.Time{}}
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	r := New(st, Options{Now: clock, Interval: time.Hour})
+	defer r.Close(context.Background())
+	first := now
+	for i := 0; i < 30; i++ { // 30 flushes, 2s apart
+		r.Add("key_a", "con_1", "key_a", 1)
+		r.Flush(context.Background())
+		mu.Lock()
+		now = now.Add(2 * time.Second)
+		mu.Unlock()
+	}
+	if got := st.lastUsed["key_a"]; !got.Equal(first) {
+		t.Fatalf("last_used_at = %v; want it written once in the first minute (%v)", got, first)
+	}
+	r.Add("key_a", "con_1", "key_a", 1) // a minute after the first write
+	r.Flush(context.Background())
+	if got := st.lastUsed["key_a"]; !got.Equal(now) {
+		t.Fatalf("last_used_at after a minute = %v; want %v", got, now)
+	}
+	if st.counts["key_a|2026-11-29"] != 31 {
+		t.Fatalf("usage = %d; want every request counted", st.counts["key_a|2026-11-29"])
+	}
+}
+
 type eventLog struct {
 	mu  sync.Mutex
 	got []string

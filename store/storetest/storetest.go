@@ -1028,6 +1028,25 @@ func testUsage(t *testing.T, s keygate.Store) {
 	if got, err := s.UsageByLimiter(ctx, "lim_2", d2, d3); err != nil || got != 900 {
 		t.Errorf("usage after 8 concurrent batches = %d, %v; want 900", got, err)
 	}
+
+	// A batch larger than one statement's rows (several chunks, and a remainder) counts whole.
+	var big []keygate.UsageDelta
+	for i := range 457 {
+		big = append(big, keygate.UsageDelta{Day: d1, ConsumerID: "con_big", LimiterID: "lim_big",
+			KeyID: fmt.Sprintf("key_big_%03d", i), Requests: int64(i%3 + 1)})
+	}
+	for range 2 {
+		if err := s.AddUsage(ctx, big); err != nil {
+			t.Fatalf("AddUsage(457 rows): %v", err)
+		}
+	}
+	var want int64
+	for _, d := range big {
+		want += 2 * d.Requests
+	}
+	if got, err := s.UsageByConsumer(ctx, "con_big", d1, d1.AddDate(0, 0, 1)); err != nil || got != want {
+		t.Errorf("usage of a 457-row batch twice = %d, %v; want %d", got, err, want)
+	}
 }
 
 func testTouchKeys(t *testing.T, s keygate.Store) {
