@@ -16,12 +16,13 @@ func cleanRequestPath(r *http.Request) (p, bad string) {
 		raw = r.URL.Path
 	}
 	p = r.URL.Path
+	encoded := strings.IndexByte(raw, '%') >= 0 || strings.IndexByte(p, '%') >= 0
 	switch {
 	case p == "" || p[0] != '/':
 		return "", "the request path must start with /"
-	case containsFold(raw, "%2f") || containsFold(raw, "%5c"):
+	case encoded && (containsFold(raw, "%2f") || containsFold(raw, "%5c")):
 		return "", "an encoded slash (%2F) or backslash in the path is not accepted"
-	case containsFold(p, "%2f") || containsFold(p, "%5c") || strings.IndexByte(p, '\\') >= 0:
+	case encoded && (containsFold(p, "%2f") || containsFold(p, "%5c")) || strings.IndexByte(p, '\\') >= 0:
 		return "", "a double-encoded slash or a backslash in the path is not accepted"
 	case hasCtl(p):
 		return "", "the path contains a control character"
