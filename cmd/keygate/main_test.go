@@ -3,11 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -330,21 +330,48 @@ func startNoFatal(t *testing.T, vars map[string]string) (n *node) {
 	return nil
 }
 
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// buildBinary builds ./cmd/keygate once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "keygate-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "keygate")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
 // TestBinarySIGTERM builds the real binary, serves a request, sends SIGTERM and expects exit 0.
 func TestBinarySIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		io.WriteString(w, "done")
+	}))
+	defer slow.Close()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "keygate")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, "serve", "--admin-addr", addr, "--proxy-addr", "", "--portal-addr", "",
+	cfg := filepath.Join(dir, "keygate.yaml")
+	os.WriteFile(cfg, []byte("routes:\n  - name: slow\n    match: {path_prefix: /slow}\n    upstream: {targets: ["+slow.URL+"]}\n    auth: {required: false}\n"), 0o600)
+	bin := buildBinary(t)
+	addr, proxy := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--admin-addr", addr, "--proxy-addr", proxy, "--portal-addr", "",
 		"--database-url", "sqlite:"+filepath.Join(dir, "k.db"))
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -352,32 +379,40 @@ func TestBinarySIGTERM(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no /healthz: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	defer cmd.Process.Kill()
+	waitHTTP(t, "http://"+addr+"/healthz", &stderr)
+
+	// A request in flight when SIGTERM arrives is finished, then the process exits 0.
+	type result struct {
+		code int
+		body string
+		err  error
 	}
+	inflight := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://" + proxy + "/slow")
+		if err != nil {
+			inflight <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		inflight <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	time.Sleep(300 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGTERM)
 	errc := make(chan error, 1)
 	go func() { errc <- cmd.Wait() }()
 	select {
 	case err := <-errc:
-		var ee *exec.ExitError
-		if errors.As(err, &ee) || err != nil {
+		if err != nil {
 			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
 		}
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
 		t.Fatal("no exit after SIGTERM")
+	}
+	if r := <-inflight; r.err != nil || r.code != 200 || r.body != "done" {
+		t.Fatalf("in-flight request during drain = %+v; want 200 done", r)
 	}
 }
