@@ -162,8 +162,7 @@ func (g *Gateway) warnUnsigned(cfg *Config) {
 // the table they started with; a config that fails validation changes nothing.
 func (g *Gateway) Reload(cfg *Config) error {
 	if err := cfg.Validate(); err != nil {
-		g.metrics.reloads.WithLabelValues("error").Inc()
-		return err
+		return err // the caller logs and counts it (keygate_config_reloads_total)
 	}
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
@@ -205,7 +204,6 @@ func (g *Gateway) Reload(cfg *Config) error {
 	for _, c := range t.checkers {
 		c.start()
 	}
-	g.metrics.reloads.WithLabelValues("ok").Inc()
 	return nil
 }
 

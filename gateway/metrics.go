@@ -12,7 +12,6 @@ type metrics struct {
 	requests *prometheus.CounterVec   // route, status, code
 	latency  *prometheus.HistogramVec // route
 	cache    *prometheus.CounterVec   // route, result
-	reloads  *prometheus.CounterVec   // result
 }
 
 type routeMetrics struct {
@@ -38,13 +37,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "keygate_gateway_cache_requests_total",
 			Help: "Cacheable requests by route and result (hit, miss); the hit ratio is hit / (hit + miss).",
 		}, []string{"route", "result"}),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keygate_gateway_config_reloads_total",
-			Help: "Route configuration reloads by result (ok, error); a failed reload keeps the old routes.",
-		}, []string{"result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.latency, m.cache, m.reloads} {
+		for _, c := range []prometheus.Collector{m.requests, m.latency, m.cache} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -52,9 +47,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
-
-// ReloadFailed counts a reload that failed before Reload was called (a file that did not parse).
-func (g *Gateway) ReloadFailed() { g.metrics.reloads.WithLabelValues("error").Inc() }
 
 func (m *metrics) forRoute(name string) routeMetrics {
 	return routeMetrics{
