@@ -95,7 +95,11 @@ type Tx interface {
 	// AuditHasher) and inserts e. Entries are appended strictly in order across all nodes.
 	AppendAudit(ctx context.Context, e *AuditEntry) error
 
+	// PutIdempotency stores r; a live record (under 24 h old) with the same scope and key is
+	// CodeConflict. A record with Status 0 is a claim: the request is being processed.
 	PutIdempotency(ctx context.Context, r *IdempotencyRecord) error
+	// DeleteIdempotency removes the record of (scope, key), if any.
+	DeleteIdempotency(ctx context.Context, scope, key string) error
 
 	// Lock takes a transaction-scoped lock named name, held until the transaction ends; nodes
 	// sharing one database serialize on it (PostgreSQL advisory lock).

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -22,14 +23,17 @@ const maxIdempotencyKey = 255
 // maxStoredAnswer bounds the answers kept for replay; larger ones are not remembered.
 const maxStoredAnswer = 256 << 10
 
-// idempotency tracks requests in flight on this node, so that a repeat arriving while the first
-// is still running is refused instead of being applied twice.
+// idempotency remembers when this node last purged old records.
 type idempotency struct {
 	now       func() time.Time
 	mu        sync.Mutex
-	inflight  map[string]bool
 	lastPurge time.Time
 }
+
+// abandonedClaim is how old a claim (a record of a request still being processed) must be
+// before a repeat may take it over: longer than any request can run, so a live request is never
+// run twice; a claim this old belongs to a node that died mid-request.
+const abandonedClaim = time.Minute
 
 // purgeEvery is how often records older than IdempotencyWindow are deleted, piggybacking on the
 // requests that store records (no goroutine to own).
@@ -47,23 +51,7 @@ func (i *idempotency) purgeDue(now time.Time) bool {
 }
 
 func newIdempotency(now func() time.Time) *idempotency {
-	return &idempotency{now: now, inflight: make(map[string]bool)}
-}
-
-func (i *idempotency) begin(k string) bool {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.inflight[k] {
-		return false
-	}
-	i.inflight[k] = true
-	return true
-}
-
-func (i *idempotency) end(k string) {
-	i.mu.Lock()
-	delete(i.inflight, k)
-	i.mu.Unlock()
+	return &idempotency{now: now}
 }
 
 // idempotent replays the first answer to a POST with the same Idempotency-Key, caller, method,
@@ -101,27 +89,46 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 		root, _, _ := Caller(r.Context())
 		scope := "admin:" + root.ID
 
-		flight := scope + "\x00" + key
-		if !s.idem.begin(flight) {
-			writeProblem(w, r, keygate.CodeConflict, "a request with this Idempotency-Key is still being processed")
-			return
-		}
-		defer s.idem.end(flight)
-
+		// Claim the key before running the request: the claim is a record with status 0 in the
+		// shared database, so a repeat on any node sees it (and is refused while it runs), and
+		// only one of two concurrent requests can hold it.
 		store := s.ctl.Store()
 		now := s.now()
-		rec, err := store.Idempotency(r.Context(), scope, key, now.Add(-IdempotencyWindow))
-		switch {
-		case err == nil:
-			if !bytes.Equal(rec.RequestHash, sum) {
-				writeProblem(w, r, keygate.CodeConflict, "this Idempotency-Key was used for a different request")
+		claim := &keygate.IdempotencyRecord{Scope: scope, Key: key, RequestHash: sum, CreatedAt: now}
+		for attempt := 0; ; attempt++ {
+			err := store.Update(r.Context(), func(tx keygate.Tx) error { return tx.PutIdempotency(r.Context(), claim) })
+			if err == nil {
+				break
+			}
+			if keygate.ErrorCode(err) != keygate.CodeConflict || attempt > 0 {
+				writeError(w, r, err)
 				return
 			}
-			replay(w, rec)
-			return
-		case keygate.ErrorCode(err) != keygate.CodeNotFound:
-			writeError(w, r, err)
-			return
+			rec, err := store.Idempotency(r.Context(), scope, key, now.Add(-IdempotencyWindow))
+			if keygate.ErrorCode(err) == keygate.CodeNotFound {
+				continue // purged or released meanwhile: claim again
+			} else if err != nil {
+				writeError(w, r, err)
+				return
+			}
+			switch {
+			case !bytes.Equal(rec.RequestHash, sum):
+				writeProblem(w, r, keygate.CodeConflict, "this Idempotency-Key was used for a different request")
+				return
+			case rec.Status != 0:
+				replay(w, rec)
+				return
+			case now.Sub(rec.CreatedAt) < abandonedClaim:
+				writeProblem(w, r, keygate.CodeConflict, "a request with this Idempotency-Key is still being processed")
+				return
+			}
+			// An abandoned claim: take it over.
+			if err := store.Update(r.Context(), func(tx keygate.Tx) error {
+				return tx.DeleteIdempotency(r.Context(), scope, key)
+			}); err != nil {
+				writeError(w, r, err)
+				return
+			}
 		}
 
 		rw := &bufferedWriter{header: w.Header()}
@@ -129,17 +136,26 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 		if rw.status == 0 {
 			rw.status = http.StatusOK
 		}
-		if (rw.status/100 == 2 || rw.status/100 == 4) && rw.body.Len() <= maxStoredAnswer {
-			stored := &keygate.IdempotencyRecord{Scope: scope, Key: key, RequestHash: sum, Status: rw.status,
-				Body: forReplay(rw.body.Bytes(), rw.status), CreatedAt: now}
-			err := store.Update(r.Context(), func(tx keygate.Tx) error { return tx.PutIdempotency(r.Context(), stored) })
-			if err != nil && keygate.ErrorCode(err) != keygate.CodeConflict {
-				loggerFrom(r).WarnContext(r.Context(), "admin: storing an idempotent answer failed", "err", err)
+		// Complete the claim with the answer, or release it when the answer is not to be replayed
+		// (a 5xx: the request may be retried).
+		keep := (rw.status/100 == 2 || rw.status/100 == 4) && rw.body.Len() <= maxStoredAnswer
+		final := &keygate.IdempotencyRecord{Scope: scope, Key: key, RequestHash: sum, Status: rw.status,
+			Body: forReplay(rw.body.Bytes(), rw.status), CreatedAt: now}
+		// The request's context may be done (client gone); the record must still be written.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+		err = store.Update(ctx, func(tx keygate.Tx) error {
+			if err := tx.DeleteIdempotency(ctx, scope, key); err != nil || !keep {
+				return err
 			}
-			if s.idem.purgeDue(now) {
-				if err := store.PurgeIdempotency(r.Context(), now.Add(-IdempotencyWindow)); err != nil {
-					loggerFrom(r).WarnContext(r.Context(), "admin: purging old idempotency records failed", "err", err)
-				}
+			return tx.PutIdempotency(ctx, final)
+		})
+		cancel()
+		if err != nil {
+			loggerFrom(r).WarnContext(r.Context(), "admin: completing an idempotency record failed", "err", err)
+		}
+		if s.idem.purgeDue(now) {
+			if err := store.PurgeIdempotency(r.Context(), now.Add(-IdempotencyWindow)); err != nil {
+				loggerFrom(r).WarnContext(r.Context(), "admin: purging old idempotency records failed", "err", err)
 			}
 		}
 		w.WriteHeader(rw.status)

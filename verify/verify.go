@@ -312,11 +312,16 @@ func (e *Entry) AllowReferrer(referrer string) bool {
 func (e *Entry) HasScopes(want []string) bool { return keygate.ScopesGrant(e.Key.Scopes, want) }
 
 // Limit checks and consumes the key's windows and quotas. code is "" when allowed, else
-// RATE_LIMITED or QUOTA_EXCEEDED; d holds every state. err is ratelimit.ErrUnavailable (code
+// THROTTLED (an anomaly throttle), RATE_LIMITED or QUOTA_EXCEEDED; d holds every state. err is ratelimit.ErrUnavailable (code
 // UNAVAILABLE) when the counter store failed in closed mode. An allowed request of cost > 0 is
 // counted in the durable usage record (OnAllowed), with or without limits.
 func (v *Verifier) Limit(ctx context.Context, e *Entry, cost int64, d *ratelimit.Decision) (code string, err error) {
 	d.Allowed, d.Denied, d.RetryAfter, d.States = true, -1, 0, d.States[:0]
+	// An anomaly throttle comes first: it is checked after scopes and before the limits.
+	if v.throttled != nil && v.throttled(e.Key.ID) {
+		d.Allowed = false
+		return keygate.CodeThrottled, nil
+	}
 	if v.limiter != nil && len(e.Limits) > 0 {
 		if err := v.limiter.Check(ctx, e.Limits, cost, d); err != nil {
 			if errors.Is(err, ratelimit.ErrUnavailable) {
@@ -376,8 +381,6 @@ func (v *Verifier) authorize(e *Entry, req *Request) string {
 		return keygate.CodeReferrerNotAllowed
 	case !e.HasScopes(req.Scopes):
 		return keygate.CodeInsufficientScope
-	case v.throttled != nil && v.throttled(e.Key.ID):
-		return keygate.CodeThrottled
 	}
 	return ""
 }

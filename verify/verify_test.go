@@ -293,6 +293,34 @@ func TestEntryLimits(t *testing.T) {
 	}
 }
 
+func TestThrottledBeforeLimits(t *testing.T) {
+	f := newFake()
+	f.consumers["con_1"] = &keygate.Consumer{ID: "con_1"}
+	pt := f.add(t, keygate.Key{ID: "key_hot", Scopes: []string{"a:b"}, Quota: &keygate.Quota{Limit: 1, Period: keygate.PeriodDay}})
+	lim := ratelimit.NewMemory()
+	defer lim.Close()
+	v := New(Options{Store: f, Limiter: lim, Throttled: func(id string) bool { return id == "key_hot" }})
+	var res Result
+	ctx := context.Background()
+	for _, tt := range []struct {
+		req  Request
+		want string
+	}{
+		{Request{Key: pt, Scopes: []string{"x:y"}}, keygate.CodeInsufficientScope}, // scopes first
+		{Request{Key: pt, Scopes: []string{"a:b"}}, keygate.CodeThrottled},
+		{Request{Key: pt, Scopes: []string{"a:b"}}, keygate.CodeThrottled}, // and nothing consumed
+	} {
+		v.Verify(ctx, &tt.req, &res)
+		if res.Code != tt.want {
+			t.Fatalf("Verify = %s; want %s", res.Code, tt.want)
+		}
+	}
+	v2 := New(Options{Store: f, Limiter: lim})
+	if v2.Verify(ctx, &Request{Key: pt, Scopes: []string{"a:b"}, Cost: 1}, &res); res.Code != keygate.CodeValid {
+		t.Fatalf("after throttling, the quota was consumed: %s", res.Code)
+	}
+}
+
 func TestLimitCodes(t *testing.T) {
 	f := newFake()
 	f.consumers["con_1"] = &keygate.Consumer{ID: "con_1"}

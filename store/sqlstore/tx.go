@@ -311,6 +311,15 @@ func (t *tx) PutIdempotency(ctx context.Context, r *keygate.IdempotencyRecord) e
 	return nil
 }
 
+// DeleteIdempotency removes the record of (scope, key), if any.
+func (t *tx) DeleteIdempotency(ctx context.Context, scope, key string) error {
+	_, err := t.q.ExecContext(ctx, t.sq.get(`DELETE FROM idempotency WHERE scope = ? AND idem_key = ?`), scope, key)
+	if err != nil {
+		return t.sq.mapErr(err, "idempotency record")
+	}
+	return nil
+}
+
 // Lock takes a transaction-scoped named lock (PostgreSQL advisory lock; a no-op where write
 // transactions are serialised anyway).
 func (t *tx) Lock(ctx context.Context, name string) error {

@@ -957,6 +957,12 @@ func testIdempotency(t *testing.T, s keygate.Store) {
 	if _, err := s.Idempotency(ctx, "root_1", "abc", time.Time{}); err != nil {
 		t.Errorf("Idempotency of a record newer than the purge: %v", err)
 	}
+	// Delete frees the key at once (a claim whose request failed); deleting nothing is fine.
+	update(t, s, func(tx keygate.Tx) error { return tx.DeleteIdempotency(ctx, "root_1", "abc") })
+	_, err = s.Idempotency(ctx, "root_1", "abc", time.Time{})
+	wantCode(t, "Idempotency after delete", err, keygate.CodeNotFound)
+	update(t, s, func(tx keygate.Tx) error { return tx.DeleteIdempotency(ctx, "root_1", "abc") })
+	update(t, s, func(tx keygate.Tx) error { return tx.PutIdempotency(ctx, r) })
 }
 
 func day(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
