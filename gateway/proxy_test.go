@@ -252,6 +252,11 @@ func TestRateLimitFieldsAnd429(t *testing.T) {
 			if p := decodeProblem(t, resp, body); p.Code != "RATE_LIMITED" {
 				t.Errorf("code %s", p.Code)
 			}
+			// The draft's quota-exceeded problem type, naming the refusing policy.
+			if !strings.Contains(body, `"type":"https://iana.org/assignments/http-problem-types#quota-exceeded"`) ||
+				!strings.Contains(body, `"violated-policies":["minute"]`) {
+				t.Errorf("429 body = %s; want the quota-exceeded type and violated-policies [minute]", body)
+			}
 			if resp.Header.Get("Retry-After") != "2" {
 				t.Errorf("Retry-After = %q; want 2", resp.Header.Get("Retry-After"))
 			}
@@ -263,6 +268,9 @@ func TestRateLimitFieldsAnd429(t *testing.T) {
 	resp, body := do(t, "GET", srv.URL+"/a", map[string]string{"X-API-Key": key}, nil)
 	if resp.StatusCode != 503 || decodeProblem(t, resp, body).Code != "UNAVAILABLE" {
 		t.Errorf("limiter down: %d %s", resp.StatusCode, body)
+	}
+	if !strings.Contains(body, `"type":"urn:keygate:problem:unavailable"`) {
+		t.Errorf("503 type in %s; want urn:keygate:problem:unavailable", body)
 	}
 	auth.err = fmt.Errorf("db down")
 	resp, body = do(t, "GET", srv.URL+"/a", map[string]string{"X-API-Key": "kg_sk_live_x"}, nil)

@@ -508,7 +508,20 @@ func (g *Gateway) getExchange() *exchange {
 
 func (ex *exchange) problem(status int, code, detail string) {
 	ex.code = code
-	writeProblem(&ex.w, status, code, detail)
+	violated := ""
+	if status == http.StatusTooManyRequests {
+		violated = violatedPolicy(ex, code)
+	}
+	writeProblem(&ex.w, status, code, detail, violated)
+}
+
+// violatedPolicy names the refusing limit of a 429 as it appears in RateLimit-Policy.
+func violatedPolicy(ex *exchange, code string) string {
+	d := &ex.decision
+	if code != keygate.CodeThrottled && d.Denied >= 0 && d.Denied < len(d.States) {
+		return d.States[d.Denied].Name
+	}
+	return ""
 }
 
 // finish records the request and returns the exchange to the pool.
