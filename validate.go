@@ -39,11 +39,11 @@ func validScopePart(p string, wildcard bool) bool {
 	if p == "*" {
 		return wildcard
 	}
-	return validSlug(p, MaxScopeLen)
+	return ValidSlug(p, MaxScopeLen)
 }
 
-// validSlug reports whether s is 1..max characters of [a-z0-9_-].
-func validSlug(s string, max int) bool {
+// ValidSlug reports whether s is 1..max characters of [a-z0-9_-] (plan, window and route names).
+func ValidSlug(s string, max int) bool {
 	if len(s) == 0 || len(s) > max {
 		return false
 	}
@@ -57,7 +57,7 @@ func validSlug(s string, max int) bool {
 }
 
 // ValidPlanName reports whether s is a plan slug.
-func ValidPlanName(s string) bool { return validSlug(s, MaxPlanNameLen) }
+func ValidPlanName(s string) bool { return ValidSlug(s, MaxPlanNameLen) }
 
 // ScopeCovers reports whether granted scope g covers scope s: each part equal, or "*" in g.
 func ScopeCovers(g, s string) bool {
@@ -129,7 +129,7 @@ func ValidateWindows(field string, ws []Window) error {
 	}
 	seen := make(map[string]bool, len(ws))
 	for i, w := range ws {
-		if !validSlug(w.Name, 64) {
+		if !ValidSlug(w.Name, 64) {
 			return badRequest("%s[%d].name must be 1-64 characters of [a-z0-9_-]", field, i)
 		}
 		if w.Name == "quota" || strings.HasPrefix(w.Name, "consumer-") {

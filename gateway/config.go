@@ -217,7 +217,7 @@ func (c *Config) Validate() error {
 		r := &c.Routes[i]
 		f := fmt.Sprintf("routes[%d]", i)
 		switch {
-		case !validSlug(r.Name):
+		case !keygate.ValidSlug(r.Name, 64):
 			add(f+".name", "%q must be 1-64 characters of [a-z0-9_-]", r.Name)
 		default:
 			if j, dup := names[r.Name]; dup {
@@ -441,19 +441,6 @@ func overlap(a, b []string) string {
 		}
 	}
 	return ""
-}
-
-func validSlug(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func validMethod(m string) bool {
