@@ -416,3 +416,37 @@ func TestBinarySIGTERM(t *testing.T) {
 		t.Fatalf("in-flight request during drain = %+v; want 200 done", r)
 	}
 }
+
+// TestAuditSinkGetsCommittedEntries checks the audit.sinks wiring: every committed entry is
+// copied as a JSON line with its hash, and no secret is in it.
+func TestAuditSinkGetsCommittedEntries(t *testing.T) {
+	dir := t.TempDir()
+	sink := filepath.Join(dir, "audit.jsonl")
+	cfg := filepath.Join(dir, "keygate.yaml")
+	os.WriteFile(cfg, []byte("audit:\n  sinks: [\"file:"+sink+"\"]\n"), 0o600)
+	n := start(t, map[string]string{"KEYGATE_CONFIG": cfg})
+	rk := n.rootKey(t)
+	c := admin.NewClient("http://"+n.addrs.Admin, rk)
+	ctx := context.Background()
+	con, err := c.CreateConsumer(ctx, control.ConsumerCreate{Name: "sink test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.CreateKey(ctx, control.KeyCreate{ConsumerID: con.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.stop(t)
+	b, err := os.ReadFile(sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	// root_key.create (bootstrap), consumer.create, key.create
+	if len(lines) != 3 || !strings.Contains(lines[1], `"action":"consumer.create"`) || !strings.Contains(lines[2], `"hash":"`) {
+		t.Fatalf("sink lines = %q", lines)
+	}
+	if strings.Contains(string(b), k.Plaintext) || strings.Contains(string(b), rk) {
+		t.Fatal("a plaintext key reached the audit sink")
+	}
+}
