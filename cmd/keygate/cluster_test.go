@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +22,50 @@ import (
 	"github.com/keygate/keygate/control"
 	"github.com/keygate/keygate/store/postgres/pgtest"
 )
+
+// proc is keygate serve running as a separate process.
+type proc struct {
+	addrs  Addrs
+	stderr *syncBuffer
+}
+
+// startBinary runs the built binary with vars (addresses "127.0.0.1:0" are replaced by free
+// ports) and waits for its admin listener.
+func startBinary(t *testing.T, vars map[string]string) *proc {
+	t.Helper()
+	p := &proc{stderr: &syncBuffer{}}
+	envList := []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range vars {
+		if v == "127.0.0.1:0" {
+			v = freeAddr(t)
+		}
+		switch k {
+		case "KEYGATE_ADMIN_ADDR":
+			p.addrs.Admin = v
+		case "KEYGATE_PROXY_ADDR":
+			p.addrs.Proxy = v
+		}
+		envList = append(envList, k+"="+v)
+	}
+	cmd := exec.Command(buildBinary(t), "serve")
+	cmd.Env = envList
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	waitHTTP(t, "http://"+p.addrs.Admin+"/healthz", p.stderr)
+	return p
+}
 
 // redisURL returns the machine's Redis, skipping (or failing under CI=true) when unreachable.
 func redisURL(t *testing.T) string {
@@ -73,7 +119,8 @@ func verifyOn(t testing.TB, hc *http.Client, addr, root, key string) verifyAnswe
 	return a
 }
 
-// TestClusterExactQuotaAndPropagation runs two nodes on one PostgreSQL database and one Redis:
+// TestClusterExactQuotaAndPropagation runs two keygate processes on one PostgreSQL database and
+// one Redis:
 // a quota holds exactly across both under 50 concurrent callers, a rotated key draws on the
 // same counters, and a plan change on one node applies on the other within a second.
 func TestClusterExactQuotaAndPropagation(t *testing.T) {
@@ -89,8 +136,9 @@ func TestClusterExactQuotaAndPropagation(t *testing.T) {
 	os.WriteFile(cfgFile, []byte("ratelimit:\n  timeout: 2s\n"), 0o600)
 	vars := map[string]string{"KEYGATE_CONFIG": cfgFile, "KEYGATE_DATABASE_URL": pg, "KEYGATE_REDIS_URL": rurl, "KEYGATE_SECRET_KEY": secret,
 		"KEYGATE_ROOT_KEY": root, "KEYGATE_PROXY_ADDR": "", "KEYGATE_ADMIN_ADDR": "127.0.0.1:0", "KEYGATE_PORTAL_ADDR": ""}
-	a := start(t, vars)
-	b := start(t, vars)
+	// Two real processes, as a cluster runs.
+	a := startBinary(t, vars)
+	b := startBinary(t, vars)
 	ctx := context.Background()
 	ca := admin.NewClient("http://"+a.addrs.Admin, root)
 
@@ -133,7 +181,7 @@ func TestClusterExactQuotaAndPropagation(t *testing.T) {
 	}
 	wg.Wait()
 	if valid.Load() != quota || refused.Load() != 200-quota {
-		t.Fatalf("valid = %d, refused = %d across two nodes; want exactly %d valid\n%s", valid.Load(), refused.Load(), quota, a.stderr)
+		t.Fatalf("valid = %d, refused = %d across two nodes; want exactly %d valid\n%s", valid.Load(), refused.Load(), quota, a.stderr.String())
 	}
 
 	// The rotated key shares the exhausted quota: rotating never resets usage.
