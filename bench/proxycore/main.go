@@ -7,12 +7,13 @@
 //	proxycore nethttp-raw -addr 127.0.0.1:18104 -upstream http://127.0.0.1:18101
 //	proxycore fasthttp    -addr 127.0.0.1:18105 -upstream http://127.0.0.1:18101 [-stream]
 //	proxycore probe       -url http://127.0.0.1:18103            # streaming / request body / upgrade checks
+//	proxycore hostile     name=127.0.0.1:18103 ...               # malformed requests: each core's answer
 //	proxycore report      results.tsv
 //
 // nethttp is what the gateway runs today (httputil.ReverseProxy, Rewrite with SetURL and
 // SetXForwarded, gateway.NewTransport(), a pooled 32 KiB copy buffer). nethttp-raw is a
 // hand-rolled net/http handler: Transport.RoundTrip and io.CopyBuffer with pooled buffers, no
-// ReverseProxy (so no upgrades, no 1xx forwarding, no trailers, no flush policy). fasthttp is a
+// ReverseProxy except for Upgrade requests (no 1xx forwarding, no trailers). fasthttp is a
 // fasthttp.Server with a fasthttp.HostClient, keep-alive, bodies buffered; -stream turns on
 // Server.StreamRequestBody and HostClient.StreamResponseBody.
 package main
@@ -72,6 +73,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if args[0] == "probe" {
 		return probe(*probeURL, stdout)
 	}
+	if args[0] == "hostile" {
+		return hostile(fs.Args(), stdout)
+	}
 	if !strings.HasPrefix(*addr, "127.0.0.1:") {
 		return errors.New("-addr must be on 127.0.0.1")
 	}
@@ -86,21 +90,26 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "upstream":
 		return serve(ctx, *addr, upstreamHandler())
 	case "nethttp":
-		return serve(ctx, *addr, &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(u)
-				pr.SetXForwarded()
-			},
-			Transport:    gateway.NewTransport(),
-			BufferPool:   bufferPool{},
-			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { w.WriteHeader(http.StatusBadGateway) },
-		})
+		return serve(ctx, *addr, newReverseProxy(u, gateway.NewTransport()))
 	case "nethttp-raw":
-		return serve(ctx, *addr, &rawProxy{target: u, transport: gateway.NewTransport()})
+		t := gateway.NewTransport()
+		return serve(ctx, *addr, &rawProxy{target: u, transport: t, upgrade: newReverseProxy(u, t)})
 	case "fasthttp":
 		return serveFast(ctx, *addr, u.Host, *stream)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func newReverseProxy(u *url.URL, t *http.Transport) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+		},
+		Transport:    t,
+		BufferPool:   bufferPool{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { w.WriteHeader(http.StatusBadGateway) },
+	}
 }
 
 func serve(ctx context.Context, addr string, h http.Handler) error {
@@ -139,6 +148,22 @@ func upstreamHandler() http.Handler {
 			time.Sleep(300 * time.Millisecond)
 			io.WriteString(w, "second\n")
 			return
+		case "/headers":
+			// what reached the upstream: the header names the probe plants
+			var seen []string
+			for _, k := range []string{"X-Evil", "X-Hop", "X-A", "Transfer-Encoding"} {
+				if _, ok := r.Header[k]; ok {
+					seen = append(seen, k)
+				}
+			}
+			if r.Host != "backend" && !strings.HasPrefix(r.Host, "127.0.0.1") { // nginx sends its upstream's name
+				seen = append(seen, "Host="+r.Host)
+			}
+			if len(r.Header["X-Dup"]) > 1 {
+				seen = append(seen, "X-Dup×"+strconv.Itoa(len(r.Header["X-Dup"])))
+			}
+			io.WriteString(w, strings.Join(seen, ","))
+			return
 		case "/upgrade":
 			if !strings.EqualFold(r.Header.Get("Upgrade"), "probe") {
 				w.WriteHeader(http.StatusBadRequest)
@@ -173,11 +198,13 @@ func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 // rawProxy forwards with Transport.RoundTrip directly: the outbound request is built field by
 // field (no Request.Clone, no Header.Clone), hop-by-hop fields (RFC 9110 §7.6.1 plus the
 // Connection tokens) are dropped both ways, X-Forwarded-For is appended, and the body is copied
-// with a pooled buffer; answers without a Content-Length are flushed after every read. It does
-// not handle upgrades, 1xx answers or trailers.
+// with a pooled buffer; answers without a Content-Length are flushed after every read. Requests
+// with an Upgrade field (WebSockets) go to ReverseProxy instead, which bridges the switched
+// connection. It does not forward 1xx answers or trailers.
 type rawProxy struct {
 	target    *url.URL
 	transport *http.Transport
+	upgrade   http.Handler
 }
 
 var hopHeaders = []string{
@@ -211,6 +238,10 @@ next:
 }
 
 func (p *rawProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := r.Header["Upgrade"]; ok {
+		p.upgrade.ServeHTTP(w, r)
+		return
+	}
 	out := &http.Request{
 		Method:        r.Method,
 		URL:           &url.URL{Scheme: p.target.Scheme, Host: p.target.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
@@ -282,6 +313,14 @@ func serveFast(ctx context.Context, addr, upstreamHost string, stream bool) erro
 	hops := []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
 	handler := func(c *fasthttp.RequestCtx) {
 		req := &c.Request
+		// Fields the client's Connection names are hop-by-hop too (fasthttp does not know this).
+		if conn := req.Header.Peek("Connection"); len(conn) > 0 {
+			for t := range strings.SplitSeq(string(conn), ",") {
+				if t = strings.TrimSpace(t); t != "" {
+					req.Header.Del(t)
+				}
+			}
+		}
 		for _, h := range hops {
 			req.Header.Del(h)
 		}
@@ -297,6 +336,13 @@ func serveFast(ctx context.Context, addr, upstreamHost string, stream bool) erro
 			c.SetStatusCode(fasthttp.StatusBadGateway)
 			return
 		}
+		if conn := c.Response.Header.Peek("Connection"); len(conn) > 0 {
+			for t := range strings.SplitSeq(string(conn), ",") {
+				if t = strings.TrimSpace(t); t != "" && !strings.EqualFold(t, "close") && !strings.EqualFold(t, "keep-alive") {
+					c.Response.Header.Del(t)
+				}
+			}
+		}
 		for _, h := range hops {
 			c.Response.Header.Del(h)
 		}
@@ -309,6 +355,7 @@ func serveFast(ctx context.Context, addr, upstreamHost string, stream bool) erro
 		ReadTimeout:                   0,
 		DisableHeaderNamesNormalizing: true,
 		StreamRequestBody:             stream,
+		Logger:                        nopLogger{}, // the hostile probe would fill stderr
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -321,8 +368,12 @@ func serveFast(ctx context.Context, addr, upstreamHost string, stream bool) erro
 	return srv.Serve(ln)
 }
 
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+
 // probe checks what a proxy keeps of the gateway's correctness: does a streamed answer's first
-// chunk arrive before the upstream finishes (time to first byte vs. total), does a 4 MiB chunked
+// chunk arrive before the upstream finishes (time to first byte vs. total), does an 8 MiB chunked
 // request body arrive whole, and does an Upgrade get through to a raw byte echo.
 func probe(base string, w io.Writer) error {
 	u, err := url.Parse(base)
@@ -354,9 +405,8 @@ func probe(base string, w io.Writer) error {
 		stream = "error: " + err.Error()
 	}
 
-	// 2. chunked 4 MiB request body, written slowly at first (the proxy must not wait for all of it
-	// to be useful, but this only checks that it arrives whole)
-	const size = 4 << 20
+	// 2. an 8 MiB chunked request body (keygate's default max_body is 10 MiB): does it arrive whole
+	const size = 8 << 20
 	body := "error"
 	pr, pw := io.Pipe()
 	go func() {
@@ -373,7 +423,7 @@ func probe(base string, w io.Writer) error {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode == 200 && string(b) == strconv.Itoa(size) {
-			body = "ok (4 MiB chunked)"
+			body = "ok (8 MiB chunked)"
 		} else {
 			body = fmt.Sprintf("FAILED (status %d, %q)", resp.StatusCode, b)
 		}
@@ -405,6 +455,75 @@ func probe(base string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "stream: %s; request body: %s; upgrade: %s\n", stream, body, upgrade)
 	return nil
+}
+
+// hostile sends malformed or smuggling-shaped requests to each named address and prints one
+// line per case: the status each core answers with (0: connection closed without an answer), and
+// for 200s which planted fields the upstream saw (/headers reports X-Evil, X-Hop, X-A,
+// Transfer-Encoding, a foreign Host, repeated X-Dup).
+func hostile(targets []string, w io.Writer) error {
+	type tc struct{ name, raw string }
+	req := func(path string, fields ...string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + strings.Join(fields, "") + "\r\n"
+	}
+	cases := []tc{
+		{"plain", req("/headers")},
+		{"NUL in value", req("/headers", "X-A: a\x00b\r\n")},
+		{"CR in value", req("/headers", "X-A: a\rX-Evil: 1\r\n")},
+		{"LF-only line end", "GET /headers HTTP/1.1\nHost: 127.0.0.1\nX-Evil: 1\n\n"},
+		{"obs-fold", req("/headers", "X-A: a\r\n X-Evil: 1\r\n")},
+		{"space before colon", req("/headers", "X-Evil : 1\r\n")},
+		{"Connection names a field", req("/headers", "Connection: X-Hop\r\nX-Hop: 1\r\n")},
+		{"repeated field", req("/headers", "X-Dup: 1\r\nX-Dup: 2\r\n")},
+		{"two Host fields", "GET /headers HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
+		{"no Host (HTTP/1.1)", "GET /headers HTTP/1.1\r\n\r\n"},
+		{"absolute form", "GET http://evil.example/headers HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"},
+		{"asterisk form", "GET * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"},
+		{"bad method", "G\x00T /headers HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"},
+		{"CL + TE chunked", "POST /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+		{"two different CLs", "POST /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"},
+		{"TE gzip, chunked", "POST /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"},
+		{"TE chunked, bad size", "POST /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n"},
+		{"10 KB field", req("/headers", "X-A: "+strings.Repeat("a", 10<<10)+"\r\n")},
+		{"100 KB header block", req("/headers", strings.Repeat("X-Junk: "+strings.Repeat("j", 1000)+"\r\n", 100))},
+		{"1 MiB field", req("/headers", "X-A: "+strings.Repeat("a", 1<<20)+"\r\n")},
+	}
+	fmt.Fprintf(w, "%-26s", "case")
+	for _, t := range targets {
+		name, _, _ := strings.Cut(t, "=")
+		fmt.Fprintf(w, " %-16s", name)
+	}
+	fmt.Fprintln(w)
+	for _, c := range cases {
+		fmt.Fprintf(w, "%-26s", c.name)
+		for _, t := range targets {
+			_, addr, _ := strings.Cut(t, "=")
+			fmt.Fprintf(w, " %-16s", rawAnswer(addr, c.raw))
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+func rawAnswer(addr, raw string) string {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "dial"
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	go io.WriteString(conn, raw)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "0"
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	resp.Body.Close()
+	out := strconv.Itoa(resp.StatusCode)
+	if resp.StatusCode == 200 && len(b) > 0 {
+		out += " " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", " ")
+	}
+	return out
 }
 
 // report reads "round<TAB>target<TAB>conns<TAB>rps<TAB>p50ms<TAB>p99ms" lines and prints one

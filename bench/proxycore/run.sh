@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proxy-core benchmark: nginx (1 worker, upstream keepalive) against three Go proxy cores in front
 # of the same minimal Go upstream, on 127.0.0.1 only: nethttp (httputil.ReverseProxy, what the
-# gateway runs), nethttp-raw (hand-rolled net/http forwarder), fasthttp (buffered bodies) and
+# gateway runs), nethttp-raw (hand-rolled net/http forwarder; ReverseProxy only for Upgrade
+# requests), fasthttp (buffered bodies) and
 # fasthttp-stream (StreamRequestBody + StreamResponseBody).
 # Each proxy runs on CPU 0 with GOMAXPROCS=1; wrk and the upstream share CPU 1. Runs are
 # interleaved (A B C D E A B C D E …); the report prints medians, the spread and the ratios.
@@ -23,8 +24,9 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 
 work=$(mktemp -d /tmp/proxycore.XXXXXX)
+chmod 755 "$work" # nginx workers (nobody) write request-body temp files under it
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 go build -o "$work/proxycore" ./bench/proxycore
@@ -52,12 +54,17 @@ http {
   uwsgi_temp_path $work/nginx/uwsgi;
   scgi_temp_path $work/nginx/scgi;
   upstream backend { server $UP; keepalive 128; }
+  # bench/proxy's nginx, plus what the correctness probe needs: Upgrade passed on (the map gives
+  # Connection "" to every request without Upgrade, as bench/proxy sets it) and 16 MiB bodies.
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
+  client_max_body_size 16m;
   server {
     listen $NGINX;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
   }
@@ -75,11 +82,14 @@ done
 [ $ready = 1 ] || { echo "proxycore: targets did not come up" >&2; exit 1; }
 
 echo
-echo "correctness probe (streamed answer, 4 MiB chunked request body, Upgrade to a raw byte echo):"
+echo "correctness probe (streamed answer, 8 MiB chunked request body, Upgrade to a raw byte echo):"
 for t in "nginx|$NGINX" "nethttp|$NETHTTP" "nethttp-raw|$RAW" "fasthttp|$FAST" "fasthttp-stream|$FASTS"; do
   IFS='|' read -r name a <<<"$t"
   printf '  %-16s %s\n' "$name" "$("$bin" probe -url http://$a 2>&1)"
 done
+echo
+echo "hostile input (status each proxy answers; 0 = closed without an answer; for 200s, the planted fields the upstream saw):"
+"$bin" hostile upstream=$UP nginx=$NGINX nethttp=$NETHTTP nethttp-raw=$RAW fasthttp=$FAST fasthttp-stream=$FASTS | sed 's/^/  /'
 echo
 
 targets=("nginx|http://$NGINX/" "nethttp|http://$NETHTTP/" "nethttp-raw|http://$RAW/" "fasthttp|http://$FAST/" "fasthttp-stream|http://$FASTS/")
