@@ -5,7 +5,9 @@
 //	proxybench upstream -addr 127.0.0.1:18001
 //	proxybench bare     -addr 127.0.0.1:18003 -upstream http://127.0.0.1:18001
 //	proxybench keygate  -addr 127.0.0.1:18004 -upstream http://127.0.0.1:18001 -keys 10000 -keys-out DIR -pprof 127.0.0.1:18005
-//	proxybench report   results.tsv
+//	proxybench keygate  -addr 127.0.0.1:18006 -limits memory -keys 10000 -keys-out DIR
+//	proxybench keygate  -addr 127.0.0.1:18007 -limits redis -redis 127.0.0.1:6379 -redis-prefix P -keys 10000 -keys-out DIR
+//	proxybench report   [-limits-base keygate-10000-keys] results.tsv
 package main
 
 import (
@@ -26,8 +28,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/audit"
@@ -58,6 +64,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	nkeys := fs.Int("keys", 10000, "keys to seed (keygate)")
 	keysOut := fs.String("keys-out", "", "directory to write keys-1.txt and keys-N.txt into (keygate)")
 	pprofAddr := fs.String("pprof", "", "pprof listen address (keygate, bare)")
+	limits := fs.String("limits", "none", "keygate: none (keys without limits), memory or redis (each key: 2 windows and a monthly quota, never refusing)")
+	redisAddr := fs.String("redis", "127.0.0.1:6379", "keygate -limits redis: Redis address (127.0.0.1 only)")
+	redisPrefix := fs.String("redis-prefix", "", "keygate -limits redis: prefix of every Redis key (default proxybench:<pid>:<ns>:); its keys are deleted at exit")
+	limitsBase := fs.String("limits-base", "keygate-10000-keys", "report: the keyed row without limits the limits rows are compared with")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -91,12 +101,23 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { w.WriteHeader(http.StatusBadGateway) },
 		})
 	case "keygate":
-		return runKeygate(ctx, *addr, *upstream, *nkeys, *keysOut)
+		switch *limits {
+		case "none", "memory", "redis":
+		default:
+			return fmt.Errorf("-limits %q: want none, memory or redis", *limits)
+		}
+		if *limits == "redis" && !strings.HasPrefix(*redisAddr, "127.0.0.1:") {
+			return errors.New("-redis must be on 127.0.0.1")
+		}
+		if *redisPrefix == "" {
+			*redisPrefix = fmt.Sprintf("proxybench:%d:%d:", os.Getpid(), time.Now().UnixNano())
+		}
+		return runKeygate(ctx, *addr, *upstream, *nkeys, *keysOut, *limits, *redisAddr, *redisPrefix)
 	case "report":
 		if fs.NArg() != 1 {
 			return errors.New("usage: proxybench report results.tsv")
 		}
-		return report(fs.Arg(0), stdout)
+		return report(fs.Arg(0), *limitsBase, stdout)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
@@ -116,9 +137,11 @@ func serve(ctx context.Context, addr string, h http.Handler) error {
 }
 
 // runKeygate serves the gateway over a fresh SQLite database with n seeded keys: route /public
-// (no key) and /keyed (a key; one effective window on the consumer, so the limiter runs and the
-// RateLimit fields are written; identity headers signed).
-func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut string) error {
+// (no key) and /keyed (a key; identity headers signed). With limits "none" the keys have no
+// limits, so the limiter is never called. With "memory" or "redis" every key has two windows and
+// a monthly quota, all far above what a benchmark can send, so nothing is refused but every
+// request is counted in each of them and the RateLimit fields are written on every answer.
+func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut, limits, redisAddr, redisPrefix string) error {
 	dir, err := os.MkdirTemp("", "proxybench-")
 	if err != nil {
 		return err
@@ -130,21 +153,62 @@ func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut strin
 		return err
 	}
 	defer st.Close()
-	plain, err := seed(ctx, st, n)
+	plain, err := seed(ctx, st, n, limits != "none")
 	if err != nil {
 		return err
 	}
 	if keysOut != "" {
-		if err := writeKeys(filepath.Join(keysOut, "keys-1.txt"), plain[:1]); err != nil {
+		name := "keys"
+		if limits != "none" {
+			name = "keys-" + limits
+		} else if err := writeKeys(filepath.Join(keysOut, "keys-1.txt"), plain[:1]); err != nil {
 			return err
 		}
-		if err := writeKeys(filepath.Join(keysOut, fmt.Sprintf("keys-%d.txt", n)), plain); err != nil {
+		if err := writeKeys(filepath.Join(keysOut, fmt.Sprintf("%s-%d.txt", name, n)), plain); err != nil {
 			return err
 		}
 	}
-	lim := ratelimit.NewMemory()
-	defer lim.Close()
-	v := verify.New(verify.Options{Store: st, Limiter: lim})
+	// The quota seed stands in for serve's (usage from the database); it runs once per key and
+	// period, on the key's first request, so it is not part of the steady state measured here.
+	seedQuota := ratelimit.WithSeed(func(context.Context, string, ratelimit.Kind, time.Time) (int64, error) { return 0, nil })
+	var lim ratelimit.Limiter
+	var rdb *redis.Client
+	switch limits {
+	case "redis":
+		// As serve configures it, with a 200ms per-call timeout and 8 warm connections.
+		rdb = redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true, MinIdleConns: 8,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		defer rdb.Close()
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := rdb.Ping(pctx).Err()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("redis %s: %w", redisAddr, err)
+		}
+		reg := prometheus.NewRegistry()
+		r, err := ratelimit.NewRedis(rdb, seedQuota, ratelimit.WithPrefix(redisPrefix), ratelimit.WithTimeout(200*time.Millisecond),
+			ratelimit.WithRegisterer(reg))
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		defer func() { // calls that failed or timed out (each one puts the limiter on its fallback for 250ms)
+			if mfs, err := reg.Gather(); err == nil {
+				for _, mf := range mfs {
+					for _, m := range mf.GetMetric() {
+						fmt.Fprintf(os.Stderr, "keygate: %s %.0f\n", mf.GetName(), m.GetCounter().GetValue())
+					}
+				}
+			}
+		}()
+		lim = r
+	default:
+		m := ratelimit.NewMemory(seedQuota)
+		defer m.Close()
+		lim = m
+	}
+	var allowed atomic.Int64
+	v := verify.New(verify.Options{Store: st, Limiter: lim, OnAllowed: func(_ *verify.Entry, cost int64) { allowed.Add(cost) }})
 	secret := "bench-secret"
 	cfg := &gateway.Config{UpstreamSecret: &secret, Routes: []gateway.Route{
 		{Name: "public", Match: gateway.Match{PathPrefix: "/public"}, Upstream: gateway.Upstream{Targets: []string{upstream}},
@@ -156,8 +220,58 @@ func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut strin
 		return err
 	}
 	defer g.Close()
-	fmt.Fprintf(os.Stderr, "keygate: %d keys seeded, serving on %s\n", n, addr)
-	return serve(ctx, addr, g)
+	fmt.Fprintf(os.Stderr, "keygate: %d keys seeded (limits: %s), serving on %s\n", n, limits, addr)
+	err = serve(ctx, addr, g)
+	fmt.Fprintf(os.Stderr, "keygate: %d keyed requests allowed\n", allowed.Load())
+	if rdb != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if cerr := cleanRedis(cctx, rdb, redisPrefix); cerr != nil {
+			fmt.Fprintln(os.Stderr, "keygate: redis cleanup:", cerr)
+		}
+	}
+	return err
+}
+
+// cleanRedis reports the sum of the quota counters under prefix (every allowed request should be
+// in it) and deletes every key under prefix.
+func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
+	var sum, quotas, deleted int64
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		n, err := rdb.Del(ctx, batch...).Result()
+		deleted += n
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		k := iter.Val()
+		if strings.Contains(k[len(prefix):], ":quota:") {
+			if v, err := rdb.Get(ctx, k).Int64(); err == nil {
+				sum += v
+				quotas++
+			}
+		}
+		batch = append(batch, k)
+		if len(batch) == 500 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	left, err := rdb.Keys(ctx, prefix+"*").Result()
+	fmt.Fprintf(os.Stderr, "keygate: redis: %d quota counters summing to %d; %d keys under %q deleted, %d left\n", quotas, sum, deleted, prefix, len(left))
+	return err
 }
 
 func writeKeys(path string, ks []string) error {
@@ -187,14 +301,21 @@ func (bufferPool) Put(b []byte) {
 // report reads "round<TAB>target<TAB>conns<TAB>rps<TAB>p50ms<TAB>p99ms" lines and prints one
 // table of medians, with the spread of req/s (min..max across rounds) and ratios of keygate's
 // throughput to the bare Go proxy and to nginx.
-func report(path string, w io.Writer) error {
+//
+// A second table compares each keygate-limits-* row with limitsBase (the same keyed route, keys
+// without limits): the ratio of the medians, and the median and range of the per-round ratios
+// (both targets ran in the same round, a few seconds apart).
+func report(path, limitsBase string, w io.Writer) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	type key struct{ target, conns string }
-	type samples struct{ rps, p50, p99 []float64 }
+	type samples struct {
+		rps, p50, p99 []float64
+		byRound       map[string]float64
+	}
 	data := map[key]*samples{}
 	var order []key
 	sc := bufio.NewScanner(f)
@@ -206,7 +327,7 @@ func report(path string, w io.Writer) error {
 		k := key{fl[1], fl[2]}
 		s, ok := data[k]
 		if !ok {
-			s = &samples{}
+			s = &samples{byRound: map[string]float64{}}
 			data[k] = s
 			order = append(order, k)
 		}
@@ -214,9 +335,17 @@ func report(path string, w io.Writer) error {
 		p50, _ := strconv.ParseFloat(fl[4], 64)
 		p99, _ := strconv.ParseFloat(fl[5], 64)
 		s.rps, s.p50, s.p99 = append(s.rps, rps), append(s.p50, p50), append(s.p99, p99)
+		s.byRound[fl[0]] = rps
 	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if len(order) == 0 {
+		return errors.New("report: no results")
+	}
+	threads := map[string]string{"50": "2", "1": "1"}
 	for _, conns := range []string{"50", "1"} {
-		fmt.Fprintf(w, "\nwrk -t2 -c%s (medians of %d rounds; spread = min..max req/s as %% of the median)\n", conns, len(data[key{order[0].target, conns}].rps))
+		fmt.Fprintf(w, "\nwrk -t%s -c%s (medians of %d rounds; spread = min..max req/s as %% of the median)\n", threads[conns], conns, len(data[key{order[0].target, conns}].rps))
 		fmt.Fprintf(w, "%-22s %10s %14s %9s %9s %8s %8s\n", "target", "req/s", "spread", "p50 ms", "p99 ms", "×bare", "×nginx")
 		bare := data[key{"bare-go-proxy", conns}]
 		nginx := data[key{"nginx", conns}]
@@ -237,7 +366,45 @@ func report(path string, w io.Writer) error {
 				100*lo/m, 100*hi/m, median(s.p50), median(s.p99), ratio(bare), ratio(nginx))
 		}
 	}
-	return sc.Err()
+	base := map[string]*samples{"50": data[key{limitsBase, "50"}], "1": data[key{limitsBase, "1"}]}
+	if base["50"] == nil {
+		return nil
+	}
+	fmt.Fprintf(w, "\nlimits (2 windows + monthly quota per key) vs %s (same route, keys without limits)\n", limitsBase)
+	fmt.Fprintf(w, "%-22s %5s %10s %9s %9s %8s %18s %8s\n", "target", "conns", "req/s", "p50 ms", "p99 ms", "×nolim", "per-round ×nolim", "target")
+	for _, conns := range []string{"50", "1"} {
+		b := base[conns]
+		if b == nil {
+			continue
+		}
+		for _, k := range order {
+			if k.conns != conns || !strings.HasPrefix(k.target, "keygate-limits-") {
+				continue
+			}
+			s := data[k]
+			var per []float64
+			for r, v := range s.byRound {
+				if bv, ok := b.byRound[r]; ok && bv > 0 {
+					per = append(per, v/bv)
+				}
+			}
+			perS := "-"
+			if len(per) > 0 {
+				lo, hi := minmax(per)
+				perS = fmt.Sprintf("%.2f (%.2f..%.2f)", median(per), lo, hi)
+			}
+			goal := "-"
+			switch {
+			case strings.HasSuffix(k.target, "-memory"):
+				goal = "≥ 0.90"
+			case strings.HasSuffix(k.target, "-redis"):
+				goal = "≥ 0.60"
+			}
+			fmt.Fprintf(w, "%-22s %5s %10.0f %9.3f %9.3f %8.2f %18s %8s\n", k.target, "c"+conns, median(s.rps),
+				median(s.p50), median(s.p99), median(s.rps)/median(b.rps), perS, goal)
+		}
+	}
+	return nil
 }
 
 func median(v []float64) float64 {
@@ -260,9 +427,19 @@ func minmax(v []float64) (lo, hi float64) {
 	return lo, hi
 }
 
-// seed creates one consumer and n live secret keys with scope products:read and one generous
-// window (so that the limiter runs and the RateLimit fields are written on every answer).
-func seed(ctx context.Context, st keygate.Store, n int) ([]string, error) {
+// seed creates one consumer and n live secret keys with scope products:read; with limits, each
+// key has two windows (burst 1e9/1s, minute 1e12/1m) and a monthly quota of 1e15: never refusing,
+// but the limiter counts every request in all three. Without limits the limiter is not called.
+func seed(ctx context.Context, st keygate.Store, n int, limits bool) ([]string, error) {
+	var windows []keygate.Window
+	var quota *keygate.Quota
+	if limits {
+		windows = []keygate.Window{
+			{Name: "burst", Limit: 1e9, Period: keygate.Duration(time.Second)},
+			{Name: "minute", Limit: 1e12, Period: keygate.Duration(time.Minute)},
+		}
+		quota = &keygate.Quota{Limit: 1e15, Period: keygate.PeriodMonth}
+	}
 	now := time.Now().UTC()
 	c := &keygate.Consumer{ID: keys.NewID("con"), Name: "bench", CreatedAt: now, UpdatedAt: now}
 	if err := st.Update(ctx, func(tx keygate.Tx) error { return tx.CreateConsumer(ctx, c) }); err != nil {
@@ -282,8 +459,8 @@ func seed(ctx context.Context, st keygate.Store, n int) ([]string, error) {
 			batch = append(batch, &keygate.Key{
 				ID: id, ConsumerID: c.ID, Name: "bench", Kind: keygate.KindSecret, Env: keygate.EnvLive,
 				Start: keys.Start(p, parsed), Scopes: []string{"products:read"},
-				RateLimits: []keygate.Window{{Name: "minute", Limit: 1e12, Period: keygate.Duration(time.Minute)}},
-				State:      keygate.StateActive, Status: keygate.StateActive, CreatedAt: now, UpdatedAt: now,
+				RateLimits: windows, Quota: quota,
+				State: keygate.StateActive, Status: keygate.StateActive, CreatedAt: now, UpdatedAt: now,
 				Metadata: map[string]any{}, Hash: h[:], LimiterID: id,
 			})
 			plain = append(plain, p)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Proxy benchmark: a minimal Go upstream, nginx (plain reverse proxy, 1 worker, upstream
 # keepalive), a bare httputil.ReverseProxy with a tuned transport, and keygate's gateway (public
-# route; keyed route with 1 key and with 10,000 keys in rotation), all on 127.0.0.1.
+# route; keyed route with 1 key and with 10,000 keys in rotation, keys without limits; the same
+# keyed route with 10,000 keys that each have 2 windows and a monthly quota, counted in memory and
+# in Redis), all on 127.0.0.1.
 # The proxy under test runs on CPU 0; wrk and the upstream share CPU 1. Runs are interleaved
 # (A B C … A B C …) because this machine drifts; the report prints medians and the spread.
 #
 # Settings (environment): ROUNDS=5 DURATION=10s DURATION_C1=10s WARMUP=3s KEYS=10000 PROFILE=1
+# REDIS=127.0.0.1:6379 (the limits-redis target uses a unique key prefix and deletes its keys at
+# the end)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,7 +19,11 @@ DURATION_C1=${DURATION_C1:-$DURATION}
 WARMUP=${WARMUP:-3s}
 KEYS=${KEYS:-10000}
 PROFILE=${PROFILE:-1}
+REDIS=${REDIS:-127.0.0.1:6379}
 UP=127.0.0.1:18001 NGINX=127.0.0.1:18002 BARE=127.0.0.1:18003 KG=127.0.0.1:18004 PPROF=127.0.0.1:18005
+KGMEM=127.0.0.1:18006 KGREDIS=127.0.0.1:18007 PPROF_MEM=127.0.0.1:18008 PPROF_REDIS=127.0.0.1:18009
+RPREFIX="proxybench:$$:$(date +%s%N):"
+case $REDIS in 127.0.0.1:*) ;; *) echo "REDIS must be on 127.0.0.1" >&2; exit 1 ;; esac
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get install -y nginx wrk
@@ -23,7 +31,14 @@ fi
 
 work=$(mktemp -d /tmp/proxybench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  # the limits processes print how many requests they allowed; the Redis one also the sum of its
+  # quota counters in Redis and that it deleted its keys
+  for l in keygate-memory keygate-redis; do [ -f "$work/$l.log" ] && sed "s/^/$l: /" "$work/$l.log" >&2; done
+  return 0
+}
 trap cleanup EXIT
 
 go build -o "$work/proxybench" ./bench/proxy
@@ -32,6 +47,10 @@ bin="$work/proxybench"
 taskset -c 1 "$bin" upstream -addr $UP & pids+=($!)
 taskset -c 0 "$bin" bare -addr $BARE -upstream http://$UP & pids+=($!)
 taskset -c 0 "$bin" keygate -addr $KG -upstream http://$UP -keys "$KEYS" -keys-out "$work" -pprof $PPROF 2>"$work/keygate.log" & pids+=($!)
+taskset -c 0 "$bin" keygate -addr $KGMEM -upstream http://$UP -keys "$KEYS" -keys-out "$work" -pprof $PPROF_MEM \
+  -limits memory 2>"$work/keygate-memory.log" & pids+=($!)
+taskset -c 0 "$bin" keygate -addr $KGREDIS -upstream http://$UP -keys "$KEYS" -keys-out "$work" -pprof $PPROF_REDIS \
+  -limits redis -redis "$REDIS" -redis-prefix "$RPREFIX" 2>"$work/keygate-redis.log" & pids+=($!)
 
 mkdir -p "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<CONF
@@ -63,10 +82,17 @@ taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 
 for i in $(seq 100); do
   if curl -fsS http://$UP/ >/dev/null 2>&1 && curl -fsS http://$NGINX/ >/dev/null 2>&1 &&
-     curl -fsS http://$BARE/ >/dev/null 2>&1 && curl -fsS http://$KG/public >/dev/null 2>&1; then break; fi
+     curl -fsS http://$BARE/ >/dev/null 2>&1 && curl -fsS http://$KG/public >/dev/null 2>&1 &&
+     curl -fsS http://$KGMEM/public >/dev/null 2>&1 && curl -fsS http://$KGREDIS/public >/dev/null 2>&1; then break; fi
   sleep 0.5
 done
 curl -fsS -H "X-API-Key: $(head -1 "$work/keys-1.txt")" http://$KG/keyed >/dev/null
+for a in "$KGMEM memory" "$KGREDIS redis"; do
+  set -- $a
+  # the limits must be there: the answer carries the RateLimit-Policy of 2 windows and the quota
+  curl -fsS -D - -o /dev/null -H "X-API-Key: $(head -1 "$work/keys-$2-$KEYS.txt")" http://$1/keyed |
+    grep -qi '^ratelimit-policy: "burst".*"minute".*"quota"' || { echo "keygate-limits-$2: no RateLimit-Policy with 2 windows + quota" >&2; exit 1; }
+done
 
 # name url [lua args]
 targets=(
@@ -76,6 +102,8 @@ targets=(
   "keygate-public|http://$KG/public|"
   "keygate-1-key|http://$KG/keyed|$work/keys-1.txt"
   "keygate-${KEYS}-keys|http://$KG/keyed|$work/keys-$KEYS.txt"
+  "keygate-limits-memory|http://$KGMEM/keyed|$work/keys-memory-$KEYS.txt"
+  "keygate-limits-redis|http://$KGREDIS/keyed|$work/keys-redis-$KEYS.txt"
 )
 
 to_ms() { # wrk prints 1.23ms, 456.00us, 1.02s
@@ -111,17 +139,21 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION DURATION_C1=$DURATION_C1 WARMUP=$WARMUP KEYS=$KEYS; proxy on CPU 0, wrk + upstream on CPU 1"
-"$bin" report "$work/results.tsv"
+echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION DURATION_C1=$DURATION_C1 WARMUP=$WARMUP KEYS=$KEYS REDIS=$REDIS; proxy on CPU 0, wrk + upstream on CPU 1, redis-server where the OS puts it"
+"$bin" report -limits-base "keygate-${KEYS}-keys" "$work/results.tsv"
 cp "$work/results.tsv" "${RESULTS:-/tmp/proxybench-results.tsv}"
 
 if [ "$PROFILE" = 1 ]; then
-  echo
-  echo "pprof: keygate keyed route, $KEYS keys, 10 s CPU profile under wrk -c50"
-  taskset -c 1 wrk -t2 -c50 -d12s -s bench/proxy/keys.lua http://$KG/keyed -- "$work/keys-$KEYS.txt" >/dev/null &
-  sleep 1
-  curl -fsS -o "$work/cpu.pprof" "http://$PPROF/debug/pprof/profile?seconds=10"
-  wait $!
-  go tool pprof -top -nodecount=35 "$bin" "$work/cpu.pprof" 2>/dev/null | head -45
-  cp "$work/cpu.pprof" "${PROFILE_OUT:-/tmp/proxybench-cpu.pprof}"
+  for p in "keys $KG $PPROF" "memory $KGMEM $PPROF_MEM" "redis $KGREDIS $PPROF_REDIS"; do
+    set -- $p
+    if [ "$1" = keys ]; then name="keygate-$KEYS-keys" keyfile="$work/keys-$KEYS.txt"; else name="keygate-limits-$1" keyfile="$work/keys-$1-$KEYS.txt"; fi
+    echo
+    echo "pprof: $name (keyed route, $KEYS keys), 10 s CPU profile under wrk -c50"
+    taskset -c 1 wrk -t2 -c50 -d12s -s bench/proxy/keys.lua "http://$2/keyed" -- "$keyfile" >/dev/null &
+    sleep 1
+    curl -fsS -o "$work/cpu-$1.pprof" "http://$3/debug/pprof/profile?seconds=10"
+    wait $!
+    go tool pprof -top -nodecount=35 "$bin" "$work/cpu-$1.pprof" 2>/dev/null | head -45
+    cp "$work/cpu-$1.pprof" "${PROFILE_OUT:-/tmp/proxybench-cpu}-$1.pprof"
+  done
 fi
