@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proxy-core benchmark: nginx (1 worker, upstream keepalive) against three Go proxy cores in front
+# Proxy-core benchmark: nginx (1 worker, upstream keepalive) against four Go proxy targets in front
 # of the same minimal Go upstream, on 127.0.0.1 only: nethttp (httputil.ReverseProxy, what the
 # gateway runs), nethttp-raw (hand-rolled net/http forwarder; ReverseProxy only for Upgrade
 # requests), fasthttp (buffered bodies) and
