@@ -88,7 +88,8 @@ type Limiter interface {
 	Check(ctx context.Context, limits []Limit, cost int64, d *Decision) error
 }
 
-// ErrUnavailable is returned by Check when the counter store failed in Closed mode.
+// ErrUnavailable is returned by Check when the counter store failed in Closed mode, and by the
+// Redis limiter when the caller's context ended before Redis answered (nothing is admitted).
 var ErrUnavailable = errors.New("ratelimit: counter store unavailable")
 
 // StoreErrorMode is ratelimit.on_store_error: what a shared limiter does while its store fails.

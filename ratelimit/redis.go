@@ -137,10 +137,15 @@ func (r *Redis) Check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 		}
 		return nil
 	}
-	if ctx.Err() == nil { // when the caller gave up, the store is not to blame
-		r.storeErrors.Inc()
-		r.downUntil.Store(r.o.now().Add(r.o.backoff).UnixNano())
+	if cerr := ctx.Err(); cerr != nil {
+		// The caller gave up (its client went away): the store is not to blame, and nothing may
+		// be admitted, since usage the fallback admitted while Redis is healthy would never
+		// reach Redis's counters.
+		d.Allowed, d.Denied, d.RetryAfter = false, -1, 0
+		return fmt.Errorf("%w: %w", ErrUnavailable, cerr)
 	}
+	r.storeErrors.Inc()
+	r.downUntil.Store(r.o.now().Add(r.o.backoff).UnixNano())
 	return r.fallback(ctx, limits, cost, d, err)
 }
 

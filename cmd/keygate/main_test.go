@@ -450,3 +450,68 @@ func TestAuditSinkGetsCommittedEntries(t *testing.T) {
 		t.Fatal("a plaintext key reached the audit sink")
 	}
 }
+
+// TestRestartKeepsQuota: quota usage survives a restart (the memory limiter is refilled from the
+// durable daily counters), and an unreachable Redis does not stop the start.
+func TestRestartKeepsQuota(t *testing.T) {
+	dir := t.TempDir()
+	vars := map[string]string{"KEYGATE_DATABASE_URL": "sqlite:" + filepath.Join(dir, "k.db"),
+		"KEYGATE_PROXY_ADDR": "", "KEYGATE_ADMIN_ADDR": "127.0.0.1:0", "KEYGATE_PORTAL_ADDR": ""}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"root-key", "generate"}, env(nil), &out, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	root := strings.TrimSpace(out.String())
+	vars["KEYGATE_ROOT_KEY"] = root
+	n := start(t, vars)
+	ctx := context.Background()
+	c := admin.NewClient("http://"+n.addrs.Admin, root)
+	con, err := c.CreateConsumer(ctx, control.ConsumerCreate{Name: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.CreateKey(ctx, control.KeyCreate{ConsumerID: con.ID, Quota: &keygate.Quota{Limit: 5, Period: keygate.PeriodMonth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for i := 0; i < 3; i++ {
+		if a := verifyOn(t, hc, n.addrs.Admin, root, k.Plaintext); a.Code != keygate.CodeValid {
+			t.Fatalf("verify %d = %s", i, a.Code)
+		}
+	}
+	if err := n.stop(t); err != nil { // a clean stop flushes the counters
+		t.Fatal(err)
+	}
+
+	// Restart, this time with a Redis that is not there: not fatal, and the local fallback
+	// starts from the database's record.
+	vars["KEYGATE_REDIS_URL"] = "redis://127.0.0.1:1"
+	n = start(t, vars)
+	got := verifyOn(t, hc, n.addrs.Admin, root, k.Plaintext)
+	if got.Code != keygate.CodeValid || got.Quota == nil || got.Quota.Remaining != 1 {
+		t.Fatalf("after restart: %+v; want VALID with 1 remaining (3 used before the restart)", got)
+	}
+	if a := verifyOn(t, hc, n.addrs.Admin, root, k.Plaintext); a.Code != keygate.CodeValid {
+		t.Fatalf("5th = %s", a.Code)
+	}
+	if a := verifyOn(t, hc, n.addrs.Admin, root, k.Plaintext); a.Code != keygate.CodeQuotaExceeded {
+		t.Fatalf("6th = %s; want QUOTA_EXCEEDED", a.Code)
+	}
+	// The key object shows the durable usage (written at least once a second).
+	c2 := admin.NewClient("http://"+n.addrs.Admin, root)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		key, err := c2.Key(ctx, k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key.Quota != nil && key.Quota.Used != nil && *key.Quota.Used == 5 && key.LastUsedAt != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("key quota = %+v, last_used_at %v; want used 5 and a last use", key.Quota, key.LastUsedAt)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -350,6 +350,11 @@ func (s *server) start(ctx context.Context) error {
 		// Per-call deadlines come from the context (the limiter's short timeout); warm connections
 		// keep a dial out of the request path.
 		opt.ContextTimeoutEnabled, opt.MinIdleConns = true, 4
+		if !strings.Contains(cfg.RedisURL, "pool_size=") {
+			// Every proxied request makes one limiter call: go-redis's default pool (10 per CPU)
+			// makes concurrent requests queue for a connection.
+			opt.PoolSize = 64
+		}
 		s.rdb = redis.NewClient(opt)
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := s.rdb.Ping(pctx).Err(); err != nil {
