@@ -261,7 +261,8 @@ func (g *Gateway) limitIP(ex *exchange, ctx context.Context) bool {
 
 func (g *Gateway) applyDecision(ex *exchange, code string, err error) bool {
 	if err != nil {
-		if !errors.Is(err, ratelimit.ErrUnavailable) {
+		// An unavailable store (closed mode) or a client that went away is an answer, not a fault.
+		if !errors.Is(err, ratelimit.ErrUnavailable) && keygate.ErrorCode(err) != keygate.CodeUnavailable {
 			g.log.Error("gateway: limiter failed", "route", ex.route.name, "err", err)
 		}
 		ex.problem(http.StatusServiceUnavailable, keygate.CodeUnavailable, "rate limiting is unavailable; retry shortly")

@@ -176,7 +176,7 @@ func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut, limi
 	switch limits {
 	case "redis":
 		// As serve configures it, with a 200ms per-call timeout and 8 warm connections.
-		rdb = redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true, MinIdleConns: 8,
+		rdb = redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true, MinIdleConns: 8, PoolSize: 64,
 			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
 		defer rdb.Close()
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -106,6 +106,15 @@ targets=(
   "keygate-limits-redis|http://$KGREDIS/keyed|$work/keys-redis-$KEYS.txt"
 )
 
+# ONLY="name name …" measures a subset of the targets (e.g. after a change to one of them).
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for t in "${targets[@]}"; do
+    for o in $ONLY; do [ "${t%%|*}" = "$o" ] && kept+=("$t"); done
+  done
+  targets=("${kept[@]}")
+fi
+
 to_ms() { # wrk prints 1.23ms, 456.00us, 1.02s
   awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v+0 } else if (v ~ /s$/) { sub(/s$/, "", v); print v*1000 } else print v }'
 }
