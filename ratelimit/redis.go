@@ -29,6 +29,7 @@ const quotaGrace = time.Hour
 type Redis struct {
 	client   redis.UniversalClient
 	script   *redis.Script
+	batch    *batcher // shares pipelines between concurrent Checks
 	o        options
 	local    *Memory // the Local fallback; also remembers the last quota usage Redis reported
 	ctxAware bool    // the client bounds its socket I/O by the context deadline
@@ -87,6 +88,7 @@ func NewRedis(client redis.UniversalClient, opts ...Option) (*Redis, error) {
 		}
 	}
 	r.local = newMemory(o)
+	r.batch = newBatcher(client, r.script)
 	return r, nil
 }
 
@@ -104,8 +106,12 @@ func honorsContext(client redis.UniversalClient) bool {
 	return false
 }
 
-// Close stops the fallback limiter's sweeper. It does not close the Redis client.
-func (r *Redis) Close() error { return r.local.Close() }
+// Close stops the pipeline workers and the fallback limiter's sweeper. It does not close the
+// Redis client.
+func (r *Redis) Close() error {
+	r.batch.close()
+	return r.local.Close()
+}
 
 // Healthy reports whether the last call to Redis succeeded (false while on the fallback).
 func (r *Redis) Healthy() bool { return r.downUntil.Load() == 0 }
@@ -174,7 +180,7 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 	for attempt := 0; ; attempt++ {
 		var res []any
 		err := r.do(ctx, func(ctx context.Context) (err error) {
-			res, err = r.script.Run(ctx, r.client, keys, args...).Slice()
+			res, err = r.batch.run(ctx, keys, args)
 			return err
 		})
 		if err != nil {

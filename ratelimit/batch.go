@@ -1,0 +1,140 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batcher runs the check script for concurrent Checks in shared pipelines: each worker takes the
+// calls waiting when it is free (never waiting for more), sends them as one pipeline of EVALSHAs
+// and hands each caller its own answer. A lone Check is one EVALSHA as before; under load, many
+// Checks share one write and one read, which is where a Redis round trip spends its time. Each
+// Check still runs its own script atomically, so decisions are exactly as without batching.
+type batcher struct {
+	client redis.UniversalClient
+	script *redis.Script
+	calls  chan *evalCall
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+type evalCall struct {
+	ctx  context.Context
+	keys []string
+	args []any
+	res  []any
+	err  error
+	done chan struct{}
+}
+
+const (
+	batchWorkers = 4  // pipelines in flight at once
+	batchMax     = 64 // Checks in one pipeline
+)
+
+func newBatcher(client redis.UniversalClient, script *redis.Script) *batcher {
+	b := &batcher{client: client, script: script, calls: make(chan *evalCall), stop: make(chan struct{})}
+	for range batchWorkers {
+		b.wg.Add(1)
+		go b.work()
+	}
+	return b
+}
+
+// run evaluates the script for one Check; ctx bounds the wait.
+func (b *batcher) run(ctx context.Context, keys []string, args []any) ([]any, error) {
+	c := &evalCall{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
+	select {
+	case b.calls <- c:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-b.stop:
+		return nil, errBatcherClosed
+	}
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		// The script may still run: at worst this Check counts without being admitted (the
+		// strict side), as with any call that times out.
+		return nil, ctx.Err()
+	}
+}
+
+type batcherError string
+
+func (e batcherError) Error() string { return string(e) }
+
+const errBatcherClosed = batcherError("ratelimit: limiter closed")
+
+func (b *batcher) work() {
+	defer b.wg.Done()
+	batch := make([]*evalCall, 0, batchMax)
+	for {
+		select {
+		case c := <-b.calls:
+			batch = append(batch[:0], c)
+		case <-b.stop:
+			return
+		}
+	drain:
+		for len(batch) < batchMax {
+			select {
+			case c := <-b.calls:
+				batch = append(batch, c)
+			default:
+				break drain
+			}
+		}
+		b.exec(batch)
+	}
+}
+
+func (b *batcher) exec(batch []*evalCall) {
+	if len(batch) == 1 {
+		c := batch[0]
+		c.res, c.err = b.script.Run(c.ctx, b.client, c.keys, c.args...).Slice()
+		close(c.done)
+		return
+	}
+	// One pipeline: bounded by the latest deadline among its callers (each caller still stops
+	// waiting at its own).
+	ctx := context.WithoutCancel(batch[0].ctx)
+	if d, ok := latestDeadline(batch); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
+	pipe := b.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, c := range batch {
+		cmds[i] = pipe.EvalSha(ctx, b.script.Hash(), c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command
+	for i, c := range batch {
+		res, err := cmds[i].Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// Redis restarted and lost the script: Run loads it and retries.
+			res, err = b.script.Run(c.ctx, b.client, c.keys, c.args...).Slice()
+		}
+		c.res, c.err = res, err
+		close(c.done)
+	}
+}
+
+func latestDeadline(batch []*evalCall) (d0 time.Time, ok bool) {
+	for _, c := range batch {
+		if d, has := c.ctx.Deadline(); has && (!ok || d.After(d0)) {
+			d0, ok = d, true
+		}
+	}
+	return d0, ok
+}
+
+func (b *batcher) close() {
+	close(b.stop)
+	b.wg.Wait()
+}
