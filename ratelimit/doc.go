@@ -71,6 +71,10 @@
 // decisions are exact for limits below 9×10⁷ per window; a Remaining whose limit × period (in
 // µs) passes 2⁵³ (say a million per day) is rounded.
 //
+// Concurrent Checks share round trips: four workers each take the Checks waiting when they are
+// free (never waiting for more) and send them as one pipeline of EVALSHAs; every Check is still
+// its own atomic script. With 50 concurrent callers that is about 0.11 round trips per Check.
+//
 // When a quota counter is missing (a new period, a new key, or a Redis that came back empty)
 // and WithSeed is set, the script reports it instead of deciding; the limiter asks Seed for the
 // usage the database recorded, writes it with SET NX (so when nodes race, the first value stays
