@@ -109,6 +109,23 @@ func (cf *clientFlags) fields(pairs [][2]string) error {
 }
 
 // more tells people how to get the next page.
+// printPage prints a list answer: JSON for scripts, else a table of one row per item and, on
+// stderr, the cursor of the next page.
+func printPage[T any](cf *clientFlags, page *admin.List[T], header []string, row func(*T) []string) error {
+	if cf.json {
+		return cf.printJSON(page)
+	}
+	rows := make([][]string, 0, len(page.Data))
+	for i := range page.Data {
+		rows = append(rows, row(&page.Data[i]))
+	}
+	if err := cf.table(header, rows); err != nil {
+		return err
+	}
+	cf.more(page.NextCursor)
+	return nil
+}
+
 func (cf *clientFlags) more(next *string) {
 	if next != nil && *next != "" {
 		fmt.Fprintf(cf.e.stderr, "more: --cursor %s\n", *next)

@@ -91,18 +91,9 @@ func consumersList(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return apiError(err)
 			}
-			if cf.json {
-				return cf.printJSON(page)
-			}
-			rows := make([][]string, 0, len(page.Data))
-			for _, x := range page.Data {
-				rows = append(rows, []string{x.ID, orDash(x.Name), orDash(x.Email), orDash(x.Plan), x.CreatedAt.UTC().Format(time.RFC3339)})
-			}
-			if err := cf.table([]string{"ID", "NAME", "EMAIL", "PLAN", "CREATED"}, rows); err != nil {
-				return err
-			}
-			cf.more(page.NextCursor)
-			return nil
+			return printPage(cf, page, []string{"ID", "NAME", "EMAIL", "PLAN", "CREATED"}, func(x *keygate.Consumer) []string {
+				return []string{x.ID, orDash(x.Name), orDash(x.Email), orDash(x.Plan), x.CreatedAt.UTC().Format(time.RFC3339)}
+			})
 		},
 	}
 	lf.add(cmd)

@@ -115,19 +115,10 @@ func keysList(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return apiError(err)
 			}
-			if cf.json {
-				return cf.printJSON(page)
-			}
-			rows := make([][]string, 0, len(page.Data))
-			for _, k := range page.Data {
-				rows = append(rows, []string{k.ID, orDash(k.Name), k.Start, k.Status, k.ConsumerID, orDash(k.Plan),
-					list(k.Scopes), timeOrDash(k.ExpiresAt), k.CreatedAt.UTC().Format(time.RFC3339)})
-			}
-			if err := cf.table([]string{"ID", "NAME", "START", "STATUS", "CONSUMER", "PLAN", "SCOPES", "EXPIRES", "CREATED"}, rows); err != nil {
-				return err
-			}
-			cf.more(page.NextCursor)
-			return nil
+			return printPage(cf, page, []string{"ID", "NAME", "START", "STATUS", "CONSUMER", "PLAN", "SCOPES", "EXPIRES", "CREATED"}, func(k *keygate.Key) []string {
+				return []string{k.ID, orDash(k.Name), k.Start, k.Status, k.ConsumerID, orDash(k.Plan),
+					list(k.Scopes), timeOrDash(k.ExpiresAt), k.CreatedAt.UTC().Format(time.RFC3339)}
+			})
 		},
 	}
 	cmd.Flags().StringVar(&consumer, "consumer", "", "only this consumer's keys")

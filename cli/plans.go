@@ -107,18 +107,9 @@ func plansList(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return apiError(err)
 			}
-			if cf.json {
-				return cf.printJSON(page)
-			}
-			rows := make([][]string, 0, len(page.Data))
-			for _, p := range page.Data {
-				rows = append(rows, []string{p.Name, windows(p.RateLimits), quota(p.Quota), scopesAllowed(p.ScopesAllowed), maxAge(p.MaxAge), orDash(p.ManagedBy)})
-			}
-			if err := cf.table([]string{"NAME", "RATE LIMITS", "QUOTA", "SCOPES ALLOWED", "MAX AGE", "MANAGED BY"}, rows); err != nil {
-				return err
-			}
-			cf.more(page.NextCursor)
-			return nil
+			return printPage(cf, page, []string{"NAME", "RATE LIMITS", "QUOTA", "SCOPES ALLOWED", "MAX AGE", "MANAGED BY"}, func(p *keygate.Plan) []string {
+				return []string{p.Name, windows(p.RateLimits), quota(p.Quota), scopesAllowed(p.ScopesAllowed), maxAge(p.MaxAge), orDash(p.ManagedBy)}
+			})
 		},
 	}
 	lf.add(cmd)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/control"
 	"github.com/keygate/keygate/keys"
 )
@@ -103,19 +104,10 @@ func rootKeysList(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return apiError(err)
 			}
-			if cf.json {
-				return cf.printJSON(page)
-			}
-			rows := make([][]string, 0, len(page.Data))
-			for _, r := range page.Data {
-				rows = append(rows, []string{r.ID, orDash(r.Name), r.Start, list(r.Permissions),
-					r.CreatedAt.UTC().Format(time.RFC3339), timeOrDash(r.RevokedAt), timeOrDash(r.LastUsedAt)})
-			}
-			if err := cf.table([]string{"ID", "NAME", "START", "PERMISSIONS", "CREATED", "REVOKED", "LAST USED"}, rows); err != nil {
-				return err
-			}
-			cf.more(page.NextCursor)
-			return nil
+			return printPage(cf, page, []string{"ID", "NAME", "START", "PERMISSIONS", "CREATED", "REVOKED", "LAST USED"}, func(r *keygate.RootKey) []string {
+				return []string{r.ID, orDash(r.Name), r.Start, list(r.Permissions),
+					r.CreatedAt.UTC().Format(time.RFC3339), timeOrDash(r.RevokedAt), timeOrDash(r.LastUsedAt)}
+			})
 		},
 	}
 	lf.add(cmd)
