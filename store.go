@@ -90,6 +90,8 @@ type Tx interface {
 	CreateRootKey(ctx context.Context, r *RootKey) error
 	// RevokeRootKey sets revoked_at.
 	RevokeRootKey(ctx context.Context, id string, at time.Time) error
+	// SetRootKeyPermissions replaces a root key's permissions.
+	SetRootKeyPermissions(ctx context.Context, id string, perms []string) error
 
 	// AppendAudit assigns e.Seq and e.Hash (chained on the previous entry through the store's
 	// AuditHasher) and inserts e. Entries are appended strictly in order across all nodes.

@@ -153,8 +153,16 @@ func (s *Service) EnsureRootKey(ctx context.Context, token string) error {
 		switch {
 		case err == nil && rk.RevokedAt != nil:
 			return ErrRootKeyRevoked
-		case err == nil:
+		case err == nil && rk.Has(keygate.PermAdmin):
 			return nil
+		case err == nil:
+			// SPEC §1: the key exists afterwards with permission admin.
+			if err := r.tx.SetRootKeyPermissions(ctx, rk.ID, []string{keygate.PermAdmin}); err != nil {
+				return err
+			}
+			r.then(func() { s.roots.drop(rk.Hash); s.inv.RootKeyChanged(rk.ID, rk.Hash) })
+			return r.audit(ctx, "root_key.update", "root_key", rk.ID, map[string]any{
+				"permissions": []string{keygate.PermAdmin}, "previous": rk.Permissions, "bootstrap": "KEYGATE_ROOT_KEY"})
 		case keygate.ErrorCode(err) != keygate.CodeNotFound:
 			return err
 		}

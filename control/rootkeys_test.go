@@ -193,6 +193,20 @@ func testEnsureRootKey(t *testing.T, e *env) {
 	if err != nil || rk.ID != rks[0].ID {
 		t.Fatalf("AuthenticateRoot(ensured) = %v, %v", rk, err)
 	}
+	// A key with that value but without admin is given admin (SPEC §1), audited once.
+	limited, limitedToken, err := e.svc.CreateRootKey(e.ctx, e.actor, nil, control.RootKeyCreate{Name: "ro", Permissions: []string{keygate.PermAuditRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.EnsureRootKey(e.ctx, limitedToken); err != nil {
+		t.Fatal(err)
+	}
+	if up, err := e.svc.AuthenticateRoot(e.ctx, limitedToken); err != nil || up.ID != limited.ID || !up.Has(keygate.PermAdmin) {
+		t.Fatalf("after EnsureRootKey of a non-admin key: %+v, %v; want it to hold admin", up, err)
+	}
+	if last := e.entriesAfter(0); last[len(last)-1].Action != "root_key.update" {
+		t.Errorf("upgrade audited as %q", last[len(last)-1].Action)
+	}
 	// Bootstrap sees it: no second key.
 	if p, err := e.svc.BootstrapRootKey(e.ctx); p != "" || err != nil {
 		t.Errorf("BootstrapRootKey with a key present = %v, %v", p != "", err)

@@ -243,6 +243,16 @@ func (t *tx) RevokeRootKey(ctx context.Context, id string, at time.Time) error {
 	return t.affected(res, err, "root key "+id)
 }
 
+// SetRootKeyPermissions replaces a root key's permissions.
+func (t *tx) SetRootKeyPermissions(ctx context.Context, id string, perms []string) error {
+	text, err := jsonText(perms)
+	if err != nil {
+		return keygate.Errorf(keygate.CodeBadRequest, "root key %s: %v", id, err)
+	}
+	res, err := t.q.ExecContext(ctx, t.sq.get(`UPDATE root_keys SET permissions = ? WHERE id = ?`), text, id)
+	return t.affected(res, err, "root key "+id)
+}
+
 // AppendAudit chains e on the head of the log and inserts it. The head row is locked (FOR UPDATE
 // on PostgreSQL; SQLite's write transactions are serialised), so appends of every node are
 // strictly ordered. e.TS is normalised to UTC microseconds first, so that the hashed entry is

@@ -615,6 +615,15 @@ func testRootKeys(t *testing.T, s keygate.Store) {
 	err = s.Update(ctx, func(tx keygate.Tx) error { return tx.RevokeRootKey(ctx, "root_missing", at) })
 	wantCode(t, "RevokeRootKey(missing)", err, keygate.CodeNotFound)
 
+	update(t, s, func(tx keygate.Tx) error {
+		return tx.SetRootKeyPermissions(ctx, r.ID, []string{keygate.PermAdmin, keygate.PermAuditRead})
+	})
+	if got, err := s.RootKey(ctx, r.ID); err != nil || len(got.Permissions) != 2 || got.Permissions[0] != keygate.PermAdmin {
+		t.Errorf("RootKey after SetRootKeyPermissions = %+v, %v", got, err)
+	}
+	err = s.Update(ctx, func(tx keygate.Tx) error { return tx.SetRootKeyPermissions(ctx, "root_missing", nil) })
+	wantCode(t, "SetRootKeyPermissions(missing)", err, keygate.CodeNotFound)
+
 	list, next, err := s.RootKeys(ctx, keygate.ListParams{})
 	if err != nil || next != "" {
 		t.Fatalf("RootKeys: %v, cursor %q", err, next)
