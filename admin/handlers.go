@@ -42,25 +42,40 @@ func withSecret(v any, key string) (json.RawMessage, error) {
 	return out, nil
 }
 
-// --- consumers ---
+// The three shapes most handlers share, written once: decode a JSON body and answer the result,
+// answer a read, answer a page of a list.
 
-func handleConsumerCreate(ctl controlPlane) http.Handler {
+// handleJSON decodes the body into In, calls fn and answers its result with status.
+func handleJSON[In, Out any](status int, fn func(r *http.Request, in In) (Out, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var in control.ConsumerCreate
+		var in In
 		if err := decode(r, &in); err != nil {
 			writeError(w, r, err)
 			return
 		}
-		c, err := ctl.CreateConsumer(r.Context(), actorOf(r), in)
+		out, err := fn(r, in)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		encode(w, r, http.StatusCreated, c)
+		encode(w, r, status, out)
 	})
 }
 
-func handleConsumerList(ctl controlPlane) http.Handler {
+// handleRead answers fn's result with 200.
+func handleRead[Out any](fn func(r *http.Request) (Out, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out, err := fn(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		encode(w, r, http.StatusOK, out)
+	})
+}
+
+// handleList reads limit and cursor and answers fn's page as {"data", "next_cursor"}.
+func handleList[T any](fn func(r *http.Request, p keygate.ListParams) ([]*T, string, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := newQuery(r.URL)
 		p := q.list()
@@ -68,7 +83,7 @@ func handleConsumerList(ctl controlPlane) http.Handler {
 			writeError(w, r, q.err)
 			return
 		}
-		items, next, err := ctl.Consumers(r.Context(), p)
+		items, next, err := fn(r, p)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -77,30 +92,29 @@ func handleConsumerList(ctl controlPlane) http.Handler {
 	})
 }
 
+// --- consumers ---
+
+func handleConsumerCreate(ctl controlPlane) http.Handler {
+	return handleJSON(http.StatusCreated, func(r *http.Request, in control.ConsumerCreate) (*keygate.Consumer, error) {
+		return ctl.CreateConsumer(r.Context(), actorOf(r), in)
+	})
+}
+
+func handleConsumerList(ctl controlPlane) http.Handler {
+	return handleList(func(r *http.Request, p keygate.ListParams) ([]*keygate.Consumer, string, error) {
+		return ctl.Consumers(r.Context(), p)
+	})
+}
+
 func handleConsumerGet(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := ctl.Consumer(r.Context(), r.PathValue("id"))
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, c)
+	return handleRead(func(r *http.Request) (*keygate.Consumer, error) {
+		return ctl.Consumer(r.Context(), r.PathValue("id"))
 	})
 }
 
 func handleConsumerUpdate(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var p control.ConsumerPatch
-		if err := decode(r, &p); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		c, err := ctl.UpdateConsumer(r.Context(), actorOf(r), r.PathValue("id"), p)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, c)
+	return handleJSON(http.StatusOK, func(r *http.Request, p control.ConsumerPatch) (*keygate.Consumer, error) {
+		return ctl.UpdateConsumer(r.Context(), actorOf(r), r.PathValue("id"), p)
 	})
 }
 
@@ -143,65 +157,33 @@ func planOut(p *keygate.Plan) *keygate.Plan {
 }
 
 func handlePlanCreate(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var in control.PlanCreate
-		if err := decode(r, &in); err != nil {
-			writeError(w, r, err)
-			return
-		}
+	return handleJSON(http.StatusCreated, func(r *http.Request, in control.PlanCreate) (*keygate.Plan, error) {
 		p, err := ctl.CreatePlan(r.Context(), actorOf(r), in)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusCreated, planOut(p))
+		return planOut(p), err
 	})
 }
 
 func handlePlanList(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := newQuery(r.URL)
-		p := q.list()
-		if q.err != nil {
-			writeError(w, r, q.err)
-			return
-		}
-		items, next, err := ctl.Plans(r.Context(), p)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
+	return handleList(func(r *http.Request, lp keygate.ListParams) ([]*keygate.Plan, string, error) {
+		items, next, err := ctl.Plans(r.Context(), lp)
 		for i := range items {
 			items[i] = planOut(items[i])
 		}
-		encode(w, r, http.StatusOK, newList(items, next))
+		return items, next, err
 	})
 }
 
 func handlePlanGet(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return handleRead(func(r *http.Request) (*keygate.Plan, error) {
 		p, err := ctl.Plan(r.Context(), r.PathValue("name"))
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, planOut(p))
+		return planOut(p), err
 	})
 }
 
 func handlePlanUpdate(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var in control.PlanPatch
-		if err := decode(r, &in); err != nil {
-			writeError(w, r, err)
-			return
-		}
+	return handleJSON(http.StatusOK, func(r *http.Request, in control.PlanPatch) (*keygate.Plan, error) {
 		p, err := ctl.UpdatePlan(r.Context(), actorOf(r), r.PathValue("name"), in)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, planOut(p))
+		return planOut(p), err
 	})
 }
 
@@ -271,13 +253,8 @@ func handleKeyList(ctl controlPlane, now func() time.Time) http.Handler {
 }
 
 func handleKeyGet(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k, err := ctl.Key(r.Context(), r.PathValue("id"))
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, k)
+	return handleRead(func(r *http.Request) (*keygate.Key, error) {
+		return ctl.Key(r.Context(), r.PathValue("id"))
 	})
 }
 
@@ -463,30 +440,14 @@ func validateRootKeyCreate(in *control.RootKeyCreate) error {
 }
 
 func handleRootKeyList(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := newQuery(r.URL)
-		p := q.list()
-		if q.err != nil {
-			writeError(w, r, q.err)
-			return
-		}
-		items, next, err := ctl.RootKeys(r.Context(), p)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, newList(items, next))
+	return handleList(func(r *http.Request, p keygate.ListParams) ([]*keygate.RootKey, string, error) {
+		return ctl.RootKeys(r.Context(), p)
 	})
 }
 
 func handleRootKeyRevoke(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rk, err := ctl.RevokeRootKey(r.Context(), actorOf(r), r.PathValue("id"))
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, rk)
+	return handleRead(func(r *http.Request) (*keygate.RootKey, error) {
+		return ctl.RevokeRootKey(r.Context(), actorOf(r), r.PathValue("id"))
 	})
 }
 
@@ -521,24 +482,14 @@ func handleAuditList(ctl controlPlane) http.Handler {
 }
 
 func handleAuditVerify(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v, err := ctl.VerifyAudit(r.Context())
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, v)
+	return handleRead(func(r *http.Request) (*control.AuditVerification, error) {
+		return ctl.VerifyAudit(r.Context())
 	})
 }
 
 func handleAuditHead(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, err := ctl.AuditHead(r.Context())
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, h)
+	return handleRead(func(r *http.Request) (*control.AuditHead, error) {
+		return ctl.AuditHead(r.Context())
 	})
 }
 
