@@ -9,6 +9,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,6 +110,26 @@ func (cf *clientFlags) fields(pairs [][2]string) error {
 }
 
 // more tells people how to get the next page.
+// getCommand is a "get ID" command: fetch one object through the admin API and print it.
+func getCommand[T any](cf *clientFlags, use, short string, fetch func(*admin.Client, context.Context, string) (T, error), print func(T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			out, err := fetch(c, cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			return print(out)
+		},
+	}
+}
+
 // printPage prints a list answer: JSON for scripts, else a table of one row per item and, on
 // stderr, the cursor of the next page.
 func printPage[T any](cf *clientFlags, page *admin.List[T], header []string, row func(*T) []string) error {

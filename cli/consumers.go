@@ -101,22 +101,7 @@ func consumersList(cf *clientFlags) *cobra.Command {
 }
 
 func consumersGet(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "get ID",
-		Short: "Show a consumer",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			out, err := c.Consumer(cmd.Context(), args[0])
-			if err != nil {
-				return apiError(err)
-			}
-			return cf.printConsumer(out)
-		},
-	}
+	return getCommand(cf, "get ID", "Show a consumer", (*admin.Client).Consumer, cf.printConsumer)
 }
 
 func consumersUpdate(cf *clientFlags) *cobra.Command {

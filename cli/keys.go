@@ -128,25 +128,12 @@ func keysList(cf *clientFlags) *cobra.Command {
 }
 
 func keysGet(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "get ID",
-		Short: "Show a key",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			k, err := c.Key(cmd.Context(), args[0])
-			if err != nil {
-				return apiError(err)
-			}
-			if cf.json {
-				return cf.printJSON(k)
-			}
-			return cf.printKey(k)
-		},
-	}
+	return getCommand(cf, "get ID", "Show a key", (*admin.Client).Key, func(k *keygate.Key) error {
+		if cf.json {
+			return cf.printJSON(k)
+		}
+		return cf.printKey(k)
+	})
 }
 
 func (cf *clientFlags) printKey(k *keygate.Key) error { return cf.fields(keyFields(k)) }

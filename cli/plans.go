@@ -117,22 +117,7 @@ func plansList(cf *clientFlags) *cobra.Command {
 }
 
 func plansGet(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "get NAME",
-		Short: "Show a plan",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			p, err := c.Plan(cmd.Context(), args[0])
-			if err != nil {
-				return apiError(err)
-			}
-			return cf.printPlan(p)
-		},
-	}
+	return getCommand(cf, "get NAME", "Show a plan", (*admin.Client).Plan, cf.printPlan)
 }
 
 func plansUpdate(cf *clientFlags) *cobra.Command {
