@@ -37,8 +37,12 @@ type Options struct {
 	// Limiter counts the per-IP rate_limits of public routes. Default: an in-memory limiter
 	// owned (and closed) by the Gateway.
 	Limiter ratelimit.Limiter
-	// Transport carries requests to upstreams and health checks. Default: NewTransport().
+	// Transport carries requests to upstreams and health checks. Default: NewTransport(). A
+	// Transport given here carries every request (the direct forwarder is off).
 	Transport http.RoundTripper
+	// ReverseProxyOnly forwards every request with httputil.ReverseProxy and the Transport,
+	// never with the direct HTTP/1.1 forwarder (direct.go).
+	ReverseProxyOnly bool
 	// Registerer receives the gateway's metrics. Default nil: none.
 	Registerer prometheus.Registerer
 	// Logger. Default slog.Default().
@@ -77,6 +81,7 @@ type Gateway struct {
 	ownLimit  *ratelimit.Memory
 	transport http.RoundTripper
 	proxy     *httputil.ReverseProxy
+	direct    bool // plain-HTTP targets get the direct forwarder
 	log       *slog.Logger
 	onRequest func(*RequestInfo)
 	cooldown  time.Duration
@@ -109,6 +114,7 @@ func New(opts Options) (*Gateway, error) {
 		cooldown:  opts.PassiveCooldown,
 		now:       opts.Now,
 		targets:   map[string]*target{},
+		direct:    opts.Transport == nil && !opts.ReverseProxyOnly,
 	}
 	if g.transport == nil {
 		g.transport = NewTransport()
@@ -195,6 +201,9 @@ func (g *Gateway) Reload(cfg *Config) error {
 	for k, tg := range g.targets {
 		if !used[tg] {
 			delete(g.targets, k)
+			if tg.conns != nil {
+				tg.conns.close()
+			}
 		}
 		if !checked[tg] {
 			tg.activeDown.Store(false)
@@ -218,6 +227,13 @@ func (g *Gateway) Close() error {
 		}
 		t.checkers = nil
 	}
+	g.targetsMu.Lock()
+	for _, tg := range g.targets {
+		if tg.conns != nil {
+			tg.conns.close()
+		}
+	}
+	g.targetsMu.Unlock()
 	if g.ownLimit != nil {
 		return g.ownLimit.Close()
 	}

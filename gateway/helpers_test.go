@@ -132,7 +132,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // newTestGateway builds a gateway and a front server for it.
 func newTestGateway(t testing.TB, cfg *Config, auth Authenticator, mod ...func(*Options)) (*Gateway, *httptest.Server) {
 	t.Helper()
-	o := Options{Config: cfg, Auth: auth, Logger: quietLogger(), PassiveCooldown: time.Minute}
+	o := Options{Config: cfg, Auth: auth, Logger: quietLogger(), PassiveCooldown: time.Minute, ReverseProxyOnly: reverseProxyOnly}
 	for _, m := range mod {
 		m(&o)
 	}

@@ -61,48 +61,66 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 
 	// Every value this sets lives in one backing array: one allocation instead of ten. Each
 	// field gets a capacity-clipped slice, so that a later Add copies instead of overwriting.
+	var id identity
+	g.identityOf(ex, pr.In, out.Method, out.URL.Path, &id)
 	v := make([]string, 10)
 	set := func(i int, k, val string) {
 		v[i] = val
 		h[k] = v[i : i+1 : i+1]
 	}
 	set(0, "X-Request-Id", ex.reqID)
-	var keyID, consumerID, plan, env, scopes string
-	if e := ex.entry; e != nil {
-		keyID, consumerID, plan, env, scopes = e.Key.ID, e.ConsumerID, e.Plan, e.Env, e.ScopesHeader
-		set(1, "X-Keygate-Key-Id", keyID)
-		set(2, "X-Keygate-Consumer-Id", consumerID)
-		set(3, "X-Keygate-Plan", plan)
-		set(4, "X-Keygate-Env", env)
-		set(5, "X-Keygate-Scopes", scopes)
+	if ex.entry != nil {
+		set(1, "X-Keygate-Key-Id", id.keyID)
+		set(2, "X-Keygate-Consumer-Id", id.consumerID)
+		set(3, "X-Keygate-Plan", id.plan)
+		set(4, "X-Keygate-Env", id.env)
+		set(5, "X-Keygate-Scopes", id.scopes)
 	}
-	if rt := ex.route; rt.hmacs != nil {
-		ex.buf = appendSignature(ex.buf[:0], rt.hmacs, g.now().Unix(), out.Method, out.URL.Path, ex.reqID, keyID, consumerID, plan, env, scopes)
+	if id.signed {
 		set(6, "X-Keygate-Signature", string(ex.buf))
 	}
+	set(7, "X-Forwarded-For", id.xff)
+	set(8, "X-Forwarded-Host", id.fwdHost)
+	set(9, "X-Forwarded-Proto", id.fwdProto)
+}
 
-	host, _, err := net.SplitHostPort(pr.In.RemoteAddr)
-	if err != nil {
-		host = pr.In.RemoteAddr
+// identity is what keygate adds to an upstream request besides X-Request-Id.
+type identity struct {
+	keyID, consumerID, plan, env, scopes string
+	signed                               bool // the signature is in ex.buf
+	xff, fwdHost, fwdProto               string
+}
+
+// identityOf computes the identity fields of the request in to method and path (the path the
+// upstream receives, unescaped), signing them into ex.buf when the route has a secret.
+func (g *Gateway) identityOf(ex *exchange, in *http.Request, method, path string, id *identity) {
+	if e := ex.entry; e != nil {
+		id.keyID, id.consumerID, id.plan, id.env, id.scopes = e.Key.ID, e.ConsumerID, e.Plan, e.Env, e.ScopesHeader
 	}
-	if prior := pr.In.Header["X-Forwarded-For"]; ex.trustedRemote && len(prior) > 0 {
+	if rt := ex.route; rt.hmacs != nil {
+		ex.buf = appendSignature(ex.buf[:0], rt.hmacs, g.now().Unix(), method, path, ex.reqID, id.keyID, id.consumerID, id.plan, id.env, id.scopes)
+		id.signed = true
+	}
+	host, _, err := net.SplitHostPort(in.RemoteAddr)
+	if err != nil {
+		host = in.RemoteAddr
+	}
+	if prior := in.Header["X-Forwarded-For"]; ex.trustedRemote && len(prior) > 0 {
 		host = strings.Join(prior, ", ") + ", " + host
 	}
-	set(7, "X-Forwarded-For", host)
-	fwdHost, fwdProto := pr.In.Host, "http"
-	if pr.In.TLS != nil {
-		fwdProto = "https"
+	id.xff = host
+	id.fwdHost, id.fwdProto = in.Host, "http"
+	if in.TLS != nil {
+		id.fwdProto = "https"
 	}
 	if ex.trustedRemote {
-		if x := pr.In.Header.Get("X-Forwarded-Host"); x != "" {
-			fwdHost = x
+		if x := in.Header.Get("X-Forwarded-Host"); x != "" {
+			id.fwdHost = x
 		}
-		if x := pr.In.Header.Get("X-Forwarded-Proto"); x == "http" || x == "https" {
-			fwdProto = x
+		if x := in.Header.Get("X-Forwarded-Proto"); x == "http" || x == "https" {
+			id.fwdProto = x
 		}
 	}
-	set(8, "X-Forwarded-Host", fwdHost)
-	set(9, "X-Forwarded-Proto", fwdProto)
 }
 
 // Signature computes X-Keygate-Signature as an upstream would check it: t=<unix>,v1=<hex of
@@ -145,6 +163,12 @@ func appendSignature(dst []byte, pool *sync.Pool, t int64, fields ...string) []b
 func (g *Gateway) modifyResponse(resp *http.Response) error {
 	ex := exchangeOf(resp.Request.Context())
 	ex.stopTimer()
+	g.upstreamHeader(ex, resp)
+	return nil
+}
+
+// upstreamHeader adjusts the upstream's answer header before it is copied to the client.
+func (g *Gateway) upstreamHeader(ex *exchange, resp *http.Response) {
 	ex.status = resp.StatusCode
 	h := resp.Header
 	// Fields keygate owns on this answer: the upstream's copies would duplicate them.
@@ -165,7 +189,6 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		}
 		h["Cache-Status"] = cacheStatusMiss
 	}
-	return nil
 }
 
 var cacheStatusMiss = []string{"keygate; fwd=miss"}

@@ -151,6 +151,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ex.target = up.pick()
+	if g.direct && directEligible(r, ex.target) {
+		g.forwardDirect(ex, r)
+		return
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		body := r.Body
 		if rt.maxBody >= 0 {
@@ -490,8 +494,9 @@ type exchange struct {
 	limits        []ratelimit.Limit
 	buf           []byte
 
-	w    responseWriter
-	body *countingBody
+	w       responseWriter
+	body    *countingBody
+	bytesIn int64 // request body bytes read by the direct forwarder
 
 	timer       *time.Timer
 	timerActive bool
@@ -550,6 +555,7 @@ func (g *Gateway) finish(ex *exchange, r *http.Request) {
 		in := &ex.info
 		*in = RequestInfo{Time: ex.start, Method: r.Method, Status: status, Code: ex.code, Latency: lat,
 			Bytes: ex.w.bytes, ClientIP: ex.client, RequestID: ex.reqID, CacheHit: ex.cacheHit}
+		in.BytesIn = ex.bytesIn
 		if ex.body != nil {
 			in.BytesIn = ex.body.n
 		}

@@ -68,6 +68,8 @@ type target struct {
 	downUntil atomic.Int64
 	// activeDown is set by the active checker while the target fails its checks.
 	activeDown atomic.Bool
+	// conns are the direct forwarder's keep-alive connections; nil for targets it does not serve.
+	conns *upstreamConns
 }
 
 func (t *target) healthy(now int64) bool {
@@ -241,6 +243,9 @@ func (g *Gateway) targetFor(u *url.URL) *target {
 		return t
 	}
 	t := &target{url: u}
+	if g.direct {
+		t.conns = newUpstreamConns(u)
+	}
 	g.targets[key] = t
 	return t
 }
