@@ -298,9 +298,11 @@ func (bufferPool) Put(b []byte) {
 	}
 }
 
-// report reads "round<TAB>target<TAB>conns<TAB>rps<TAB>p50ms<TAB>p99ms" lines and prints one
-// table of medians, with the spread of req/s (min..max across rounds) and ratios of keygate's
-// throughput to the bare Go proxy and to nginx.
+// report reads "round<TAB>target<TAB>conns<TAB>rps<TAB>p50ms<TAB>p99ms[<TAB>cpu0 µs/req]" lines
+// and prints one table of medians, with the spread of req/s (min..max across rounds) and ratios
+// of keygate's throughput to the bare Go proxy and to nginx. With the CPU column it adds CPU 0's
+// busy time per request and the same ratios of cost (base cost / this cost: 1.00 = as cheap):
+// when wrk and the upstream on CPU 1 are the ceiling, req/s understates a cheaper proxy.
 //
 // A second table compares each keygate-limits-* row with limitsBase (the same keyed route, keys
 // without limits): the ratio of the medians, and the median and range of the per-round ratios
@@ -313,21 +315,21 @@ func report(path, limitsBase string, w io.Writer) error {
 	defer f.Close()
 	type key struct{ target, conns string }
 	type samples struct {
-		rps, p50, p99 []float64
-		byRound       map[string]float64
+		rps, p50, p99, cpu []float64
+		byRound, cpuRound  map[string]float64
 	}
 	data := map[key]*samples{}
 	var order []key
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fl := strings.Split(sc.Text(), "\t")
-		if len(fl) != 6 {
+		if len(fl) != 6 && len(fl) != 7 {
 			continue
 		}
 		k := key{fl[1], fl[2]}
 		s, ok := data[k]
 		if !ok {
-			s = &samples{byRound: map[string]float64{}}
+			s = &samples{byRound: map[string]float64{}, cpuRound: map[string]float64{}}
 			data[k] = s
 			order = append(order, k)
 		}
@@ -336,6 +338,12 @@ func report(path, limitsBase string, w io.Writer) error {
 		p99, _ := strconv.ParseFloat(fl[5], 64)
 		s.rps, s.p50, s.p99 = append(s.rps, rps), append(s.p50, p50), append(s.p99, p99)
 		s.byRound[fl[0]] = rps
+		if len(fl) == 7 {
+			if c, err := strconv.ParseFloat(fl[6], 64); err == nil && c > 0 {
+				s.cpu = append(s.cpu, c)
+				s.cpuRound[fl[0]] = c
+			}
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return err
@@ -345,8 +353,12 @@ func report(path, limitsBase string, w io.Writer) error {
 	}
 	threads := map[string]string{"50": "2", "1": "1"}
 	for _, conns := range []string{"50", "1"} {
+		if data[key{order[0].target, conns}] == nil {
+			continue
+		}
 		fmt.Fprintf(w, "\nwrk -t%s -c%s (medians of %d rounds; spread = min..max req/s as %% of the median)\n", threads[conns], conns, len(data[key{order[0].target, conns}].rps))
-		fmt.Fprintf(w, "%-22s %10s %14s %9s %9s %8s %8s\n", "target", "req/s", "spread", "p50 ms", "p99 ms", "×bare", "×nginx")
+		fmt.Fprintf(w, "%-22s %10s %14s %9s %9s %8s %8s %11s %9s %9s\n", "target", "req/s", "spread", "p50 ms", "p99 ms", "×bare", "×nginx",
+			"cpu0 µs/req", "cpu×bare", "cpu×nginx")
 		bare := data[key{"bare-go-proxy", conns}]
 		nginx := data[key{"nginx", conns}]
 		for _, k := range order {
@@ -362,8 +374,18 @@ func report(path, limitsBase string, w io.Writer) error {
 				}
 				return fmt.Sprintf("%.2f", m/median(base.rps))
 			}
-			fmt.Fprintf(w, "%-22s %10.0f %6.0f%%..%3.0f%% %9.3f %9.3f %8s %8s\n", k.target, m,
-				100*lo/m, 100*hi/m, median(s.p50), median(s.p99), ratio(bare), ratio(nginx))
+			cost, costS := median(s.cpu), "-"
+			if cost > 0 {
+				costS = fmt.Sprintf("%.1f", cost)
+			}
+			cheaper := func(base *samples) string {
+				if base == nil || cost == 0 || median(base.cpu) == 0 || k.target == "upstream-direct" {
+					return "-"
+				}
+				return fmt.Sprintf("%.2f", median(base.cpu)/cost)
+			}
+			fmt.Fprintf(w, "%-22s %10.0f %6.0f%%..%3.0f%% %9.3f %9.3f %8s %8s %11s %9s %9s\n", k.target, m,
+				100*lo/m, 100*hi/m, median(s.p50), median(s.p99), ratio(bare), ratio(nginx), costS, cheaper(bare), cheaper(nginx))
 		}
 	}
 	base := map[string]*samples{"50": data[key{limitsBase, "50"}], "1": data[key{limitsBase, "1"}]}
@@ -371,7 +393,8 @@ func report(path, limitsBase string, w io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(w, "\nlimits (2 windows + monthly quota per key) vs %s (same route, keys without limits)\n", limitsBase)
-	fmt.Fprintf(w, "%-22s %5s %10s %9s %9s %8s %18s %8s\n", "target", "conns", "req/s", "p50 ms", "p99 ms", "×nolim", "per-round ×nolim", "target")
+	fmt.Fprintf(w, "%-22s %5s %10s %9s %9s %8s %18s %8s %11s %9s\n", "target", "conns", "req/s", "p50 ms", "p99 ms", "×nolim", "per-round ×nolim", "target",
+		"cpu0 µs/req", "cpu×nolim")
 	for _, conns := range []string{"50", "1"} {
 		b := base[conns]
 		if b == nil {
@@ -400,8 +423,15 @@ func report(path, limitsBase string, w io.Writer) error {
 			case strings.HasSuffix(k.target, "-redis"):
 				goal = "≥ 0.60"
 			}
-			fmt.Fprintf(w, "%-22s %5s %10.0f %9.3f %9.3f %8.2f %18s %8s\n", k.target, "c"+conns, median(s.rps),
-				median(s.p50), median(s.p99), median(s.rps)/median(b.rps), perS, goal)
+			cpuS, cpuR := "-", "-"
+			if c := median(s.cpu); c > 0 {
+				cpuS = fmt.Sprintf("%.1f", c)
+				if bc := median(b.cpu); bc > 0 {
+					cpuR = fmt.Sprintf("%.2f", bc/c)
+				}
+			}
+			fmt.Fprintf(w, "%-22s %5s %10.0f %9.3f %9.3f %8.2f %18s %8s %11s %9s\n", k.target, "c"+conns, median(s.rps),
+				median(s.p50), median(s.p99), median(s.rps)/median(b.rps), perS, goal, cpuS, cpuR)
 		}
 	}
 	return nil

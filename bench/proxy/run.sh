@@ -4,12 +4,16 @@
 # route; keyed route with 1 key and with 10,000 keys in rotation, keys without limits; the same
 # keyed route with 10,000 keys that each have 2 windows and a monthly quota, counted in memory and
 # in Redis), all on 127.0.0.1.
-# The proxy under test runs on CPU 0; wrk and the upstream share CPU 1. Runs are interleaved
-# (A B C … A B C …) because this machine drifts; the report prints medians and the spread.
+# The proxy under test runs on CPU 0; wrk and the upstream share CPU 1, and so does the benchmark's
+# own redis-server (Redis is a separate service in any real deployment: on the proxy's core it
+# would take a third of that core, as the OS scheduler puts it there when nothing pins it). Runs
+# are interleaved (A B C … A B C …) because this machine drifts; the report prints medians and the
+# spread, and CPU 0's busy time per request (the proxy's cost whichever CPU limits req/s).
 #
 # Settings (environment): ROUNDS=5 DURATION=10s DURATION_C1=10s WARMUP=3s KEYS=10000 PROFILE=1
-# REDIS=127.0.0.1:6379 (the limits-redis target uses a unique key prefix and deletes its keys at
-# the end)
+# REDIS= (default: a private redis-server on 127.0.0.1:18012, pinned to CPU 1, stopped at the end;
+# REDIS=127.0.0.1:6379 uses that one, wherever the OS runs it — the limits-redis target uses a
+# unique key prefix and deletes its keys at the end)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,11 +23,12 @@ DURATION_C1=${DURATION_C1:-$DURATION}
 WARMUP=${WARMUP:-3s}
 KEYS=${KEYS:-10000}
 PROFILE=${PROFILE:-1}
-REDIS=${REDIS:-127.0.0.1:6379}
+REDIS=${REDIS:-}
 UP=127.0.0.1:18001 NGINX=127.0.0.1:18002 BARE=127.0.0.1:18003 KG=127.0.0.1:18004 PPROF=127.0.0.1:18005
 KGMEM=127.0.0.1:18006 KGREDIS=127.0.0.1:18007 PPROF_MEM=127.0.0.1:18008 PPROF_REDIS=127.0.0.1:18009
 RPREFIX="proxybench:$$:$(date +%s%N):"
-case $REDIS in 127.0.0.1:*) ;; *) echo "REDIS must be on 127.0.0.1" >&2; exit 1 ;; esac
+case $REDIS in 127.0.0.1:*|"") ;; *) echo "REDIS must be on 127.0.0.1" >&2; exit 1 ;; esac
+HZ=$(getconf CLK_TCK)
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get install -y nginx wrk
@@ -31,9 +36,12 @@ fi
 
 work=$(mktemp -d /tmp/proxybench.XXXXXX)
 pids=()
+redis_pid=
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # the private redis-server last: the limits-redis process counts and deletes its keys as it stops
+  [ -n "$redis_pid" ] && { kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null || true; }
   # the limits processes print how many requests they allowed; the Redis one also the sum of its
   # quota counters in Redis and that it deleted its keys
   for l in keygate-memory keygate-redis; do [ -f "$work/$l.log" ] && sed "s/^/$l: /" "$work/$l.log" >&2; done
@@ -43,6 +51,15 @@ trap cleanup EXIT
 
 go build -o "$work/proxybench" ./bench/proxy
 bin="$work/proxybench"
+
+if [ -z "$REDIS" ]; then
+  REDIS=127.0.0.1:18012 REDIS_WHERE="private redis-server on CPU 1"
+  taskset -c 1 redis-server --port 18012 --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+    --logfile "$work/redis.log" & redis_pid=$!
+  for i in $(seq 50); do redis-cli -p 18012 ping >/dev/null 2>&1 && break; sleep 0.1; done
+else
+  REDIS_WHERE="$REDIS, where the OS runs it"
+fi
 
 taskset -c 1 "$bin" upstream -addr $UP & pids+=($!)
 taskset -c 0 "$bin" bare -addr $BARE -upstream http://$UP & pids+=($!)
@@ -124,15 +141,21 @@ wrk_run() { # name url lua conns duration round
   local args=(-t2 -c"$conns" -d"$dur" --latency)
   [ "$conns" = 1 ] && args=(-t1 -c1 -d"$dur" --latency)
   if [ -n "$lua" ]; then args+=(-s bench/proxy/keys.lua "$url" -- "$lua"); else args+=("$url"); fi
+  local before after
+  before=$(awk '$1=="cpu0" {print $2+$3+$4+$7+$8}' /proc/stat)
   out=$(taskset -c 1 wrk "${args[@]}")
-  local rps p50 p99 non2xx
+  after=$(awk '$1=="cpu0" {print $2+$3+$4+$7+$8}' /proc/stat)
+  local rps p50 p99 non2xx reqs cpu
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  # CPU 0's busy time (user, nice, system, irq, softirq) per request, in µs
+  cpu=$(awk -v b="$before" -v a="$after" -v n="$reqs" -v hz="$HZ" 'BEGIN { if (n > 0) printf "%.1f", (a-b)*1e6/hz/n; else print 0 }')
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   [ -n "$non2xx" ] && echo "WARNING: $name had $non2xx non-2xx answers" >&2
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$conns" "$rps" "$p50" "$p99" >>"$work/results.tsv"
-  printf 'round %s %-22s c%-3s %10s req/s  p50 %sms  p99 %sms\n' "$round" "$name" "$conns" "$rps" "$p50" "$p99" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" >>"$work/results.tsv"
+  printf 'round %s %-22s c%-3s %10s req/s  p50 %sms  p99 %sms  cpu0 %sus/req\n' "$round" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" >&2
 }
 
 : >"$work/results.tsv"
@@ -148,7 +171,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION DURATION_C1=$DURATION_C1 WARMUP=$WARMUP KEYS=$KEYS REDIS=$REDIS; proxy on CPU 0, wrk + upstream on CPU 1, redis-server where the OS puts it"
+echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION DURATION_C1=$DURATION_C1 WARMUP=$WARMUP KEYS=$KEYS REDIS=$REDIS_WHERE; proxy on CPU 0, wrk + upstream on CPU 1"
 "$bin" report -limits-base "keygate-${KEYS}-keys" "$work/results.tsv"
 cp "$work/results.tsv" "${RESULTS:-/tmp/proxybench-results.tsv}"
 
