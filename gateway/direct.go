@@ -288,6 +288,14 @@ func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req [
 	}
 	c.limit = -1
 	c.nc.SetDeadline(time.Time{})
+	if ctx.Err() != nil {
+		// The client went away while the header was read; the cancellation's deadline may have
+		// been cleared by the line above.
+		stop()
+		c.nc.Close()
+		g.upstreamFailed(ex, ctx, ctx.Err())
+		return false, true
+	}
 
 	removeHopByHop(resp.Header)
 	g.upstreamHeader(ex, resp)
@@ -389,16 +397,25 @@ func isDialError(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
-// writeInformational passes a 1xx answer on, as ReverseProxy does.
+// writeInformational passes a 1xx answer on, as ReverseProxy does, leaving the final answer's
+// fields as they were.
 func (g *Gateway) writeInformational(ex *exchange, resp *http.Response) {
 	h := ex.w.Header()
 	removeHopByHop(resp.Header)
+	saved := make(map[string][]string, len(resp.Header))
 	for k, vv := range resp.Header {
+		if old, ok := h[k]; ok {
+			saved[k] = old
+		}
 		h[k] = vv
 	}
 	ex.w.ResponseWriter.WriteHeader(resp.StatusCode)
 	for k := range resp.Header {
-		delete(h, k)
+		if old, ok := saved[k]; ok {
+			h[k] = old
+		} else {
+			delete(h, k)
+		}
 	}
 }
 
