@@ -324,3 +324,26 @@ func TestBrokenUpstreamAnswers(t *testing.T) {
 		t.Errorf("answer delimited by the connection's end: %d %q", resp.StatusCode, body)
 	}
 }
+
+func TestLargeAnswersIntact(t *testing.T) {
+	big := make([]byte, 5<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("chunked") == "" {
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+		}
+		w.Write(big)
+	})
+	auth := newFakeAuth()
+	key := auth.addKey(t, keygate.Key{})
+	_, srv := newTestGateway(t, &Config{Routes: []Route{keyedRoute("k", "/k", up.URL)}}, auth)
+	want := sha256.Sum256(big)
+	for _, q := range []string{"", "?chunked=1"} {
+		resp, body := do(t, "GET", srv.URL+"/k"+q, map[string]string{"X-API-Key": key}, nil)
+		if got := sha256.Sum256([]byte(body)); resp.StatusCode != 200 || got != want {
+			t.Errorf("%q: status %d, %d bytes, intact %v", q, resp.StatusCode, len(body), got == want)
+		}
+	}
+}
