@@ -38,7 +38,7 @@ import (
 // that breaks mid-way aborts the client's connection (http.ErrAbortHandler), as ReverseProxy does.
 const (
 	directMaxBody     = 64 << 10 // larger bodies stream through ReverseProxy
-	directMaxHeader   = 1 << 20  // an upstream answer's header block
+	directMaxHeader   = 10 << 20 // an upstream answer's header block (http.Transport's default)
 	directIdleTimeout = 90 * time.Second
 	directMaxIdle     = 1024 // idle connections kept per target (http.Transport: MaxIdleConnsPerHost)
 )
