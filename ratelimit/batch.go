@@ -25,7 +25,7 @@ type evalCall struct {
 	ctx  context.Context
 	keys []string
 	args []any
-	res  []any
+	res  []int64
 	err  error
 	done chan struct{}
 }
@@ -45,7 +45,7 @@ func newBatcher(client redis.UniversalClient, script *redis.Script) *batcher {
 }
 
 // run evaluates the script for one Check; ctx bounds the wait.
-func (b *batcher) run(ctx context.Context, keys []string, args []any) ([]any, error) {
+func (b *batcher) run(ctx context.Context, keys []string, args []any) ([]int64, error) {
 	c := &evalCall{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
 	select {
 	case b.calls <- c:
@@ -96,7 +96,7 @@ func (b *batcher) work() {
 func (b *batcher) exec(batch []*evalCall) {
 	if len(batch) == 1 {
 		c := batch[0]
-		c.res, c.err = b.script.Run(c.ctx, b.client, c.keys, c.args...).Slice()
+		c.res, c.err = b.eval(c.ctx, c)
 		close(c.done)
 		return
 	}
@@ -109,20 +109,51 @@ func (b *batcher) exec(batch []*evalCall) {
 		defer cancel()
 	}
 	pipe := b.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
+	cmds := make([]*redis.IntSliceCmd, len(batch))
 	for i, c := range batch {
-		cmds[i] = pipe.EvalSha(ctx, b.script.Hash(), c.keys, c.args...)
+		cmds[i] = evalShaCmd(ctx, b.script.Hash(), c)
+		_ = pipe.Process(ctx, cmds[i])
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	for i, c := range batch {
-		res, err := cmds[i].Slice()
+		res, err := cmds[i].Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// Redis restarted and lost the script: Run loads it and retries.
-			res, err = b.script.Run(c.ctx, b.client, c.keys, c.args...).Slice()
+			res, err = b.eval(c.ctx, c)
 		}
 		c.res, c.err = res, err
 		close(c.done)
 	}
+}
+
+// evalShaCmd is EVALSHA with a reply read straight into []int64 (the script answers integers
+// only): the generic command would box every value of the reply.
+func evalShaCmd(ctx context.Context, sha string, c *evalCall) *redis.IntSliceCmd {
+	args := make([]any, 0, 3+len(c.keys)+len(c.args))
+	args = append(args, "evalsha", sha, len(c.keys))
+	for _, k := range c.keys {
+		args = append(args, k)
+	}
+	args = append(args, c.args...)
+	return redis.NewIntSliceCmd(ctx, args...)
+}
+
+// eval runs the script for one call, loading it first when Redis does not have it (a restarted
+// or emptied Redis).
+func (b *batcher) eval(ctx context.Context, c *evalCall) ([]int64, error) {
+	res, err := b.process(ctx, c)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err := b.script.Load(ctx, b.client).Err(); err != nil {
+			return nil, err
+		}
+		res, err = b.process(ctx, c)
+	}
+	return res, err
+}
+
+func (b *batcher) process(ctx context.Context, c *evalCall) ([]int64, error) {
+	cmd := evalShaCmd(ctx, b.script.Hash(), c)
+	_ = b.client.Process(ctx, cmd)
+	return cmd.Result()
 }
 
 func latestDeadline(batch []*evalCall) (d0 time.Time, ok bool) {

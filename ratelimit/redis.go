@@ -178,17 +178,16 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 		args = append(args, uint8(kind), l.Limit, g.period, g.q, g.r)
 	}
 	for attempt := 0; ; attempt++ {
-		var res []any
+		var vals []int64
 		err := r.do(ctx, func(ctx context.Context) (err error) {
-			res, err = r.batch.run(ctx, keys, args)
+			vals, err = r.batch.run(ctx, keys, args)
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		vals, err := int64s(res)
-		if err != nil {
-			return err
+		if len(vals) < 2 {
+			return fmt.Errorf("ratelimit: short script answer %v", vals)
 		}
 		if vals[0] != 2 {
 			return r.decision(limits, vals, d)
@@ -218,21 +217,6 @@ func (r *Redis) do(ctx context.Context, fn func(context.Context) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-func int64s(res []any) ([]int64, error) {
-	vals := make([]int64, len(res))
-	for i, v := range res {
-		n, ok := v.(int64)
-		if !ok {
-			return nil, fmt.Errorf("ratelimit: unexpected script answer %T at %d", v, i)
-		}
-		vals[i] = n
-	}
-	if len(vals) < 2 {
-		return nil, fmt.Errorf("ratelimit: short script answer %v", vals)
-	}
-	return vals, nil
 }
 
 // seedMissing refills the quota counters the script found missing from Seed. SET NX makes it

@@ -158,7 +158,7 @@ func TestRedisRoundTrips(t *testing.T) {
 	c.AddHook(hook)
 	r := newTestRedis(t, c, WithPrefix(prefix))
 	limits := benchLimits("rt")
-	check(t, r, limits, 1) // loads the script (EVALSHA, NOSCRIPT, EVAL)
+	check(t, r, limits, 1) // may load the script (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA)
 	hook.n.Store(0)
 	for range 100 {
 		check(t, r, limits, 1)
@@ -482,5 +482,48 @@ func TestRedisFallbackStaleUsage(t *testing.T) {
 				t.Fatalf("fallback allowed %d; want %d", allowed, tt.wantAllowed)
 			}
 		})
+	}
+}
+
+// TestRedisScriptFlushed: a Redis that lost its scripts (SCRIPT FLUSH, a restart) gets the script
+// again, for lone Checks and for Checks sharing a pipeline, and no Check fails meanwhile.
+func TestRedisScriptFlushed(t *testing.T) {
+	srv := startRedisServer(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	r := newTestRedis(t, c)
+	limits := benchLimits("flush")
+	limits[len(limits)-1].Limit = 1_000_000 // exact in the script's doubles, unlike 1<<60 - n
+	for round := range 3 {
+		if err := c.ScriptFlush(t.Context()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var failed atomic.Int32
+		n := 1
+		if round > 0 {
+			n = 40 // concurrent Checks share pipelines
+		}
+		for range n {
+			wg.Go(func() {
+				d := &Decision{}
+				if err := r.Check(t.Context(), limits, 1, d); err != nil || !d.Allowed {
+					failed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if f := failed.Load(); f > 0 {
+			t.Fatalf("round %d: %d of %d Checks failed after SCRIPT FLUSH", round, f, n)
+		}
+	}
+	// Every admitted Check was counted once: 1 + 40 + 40.
+	d := &Decision{}
+	if err := r.Check(t.Context(), limits, 0, d); err != nil {
+		t.Fatal(err)
+	}
+	q := d.States[len(d.States)-1]
+	if used := q.Limit - q.Remaining; used != 81 {
+		t.Errorf("quota used %d; want 81", used)
 	}
 }
