@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,6 +20,9 @@ type batcher struct {
 	calls  chan *evalCall
 	stop   chan struct{}
 	wg     sync.WaitGroup
+	// refund, when set, is called with the answer of a call whose caller had stopped waiting
+	// (gone away, or timed out and fell back) before the answer came.
+	refund func(keys []string, args []any, res []int64)
 }
 
 type evalCall struct {
@@ -28,7 +32,15 @@ type evalCall struct {
 	res  []int64
 	err  error
 	done chan struct{}
+
+	state atomic.Int32 // callPending, then callDelivered or callAbandoned, whichever comes first
 }
+
+const (
+	callPending int32 = iota
+	callDelivered
+	callAbandoned
+)
 
 const (
 	batchWorkers = 4  // pipelines in flight at once
@@ -44,7 +56,10 @@ func newBatcher(client redis.UniversalClient, script *redis.Script) *batcher {
 	return b
 }
 
-// run evaluates the script for one Check; ctx bounds the wait.
+// run evaluates the script for one Check; ctx bounds the wait. When the caller stops waiting
+// while the script is on its way, what the script consumed is refunded when its answer comes:
+// the caller's request is then either not served (its client went away; on_store_error closed)
+// or counted by the Local fallback, whose usage reaches Redis later.
 func (b *batcher) run(ctx context.Context, keys []string, args []any) ([]int64, error) {
 	c := &evalCall{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
 	select {
@@ -58,10 +73,21 @@ func (b *batcher) run(ctx context.Context, keys []string, args []any) ([]int64, 
 	case <-c.done:
 		return c.res, c.err
 	case <-ctx.Done():
-		// The script may still run: at worst this Check counts without being admitted (the
-		// strict side), as with any call that times out.
+		// The script may still run: deliver refunds its consumption when the answer comes.
+		if !c.state.CompareAndSwap(callPending, callAbandoned) {
+			<-c.done // the answer came meanwhile
+			return c.res, c.err
+		}
 		return nil, ctx.Err()
 	}
+}
+
+// deliver hands a call its answer, or refunds an abandoned call's consumption.
+func (b *batcher) deliver(c *evalCall) {
+	if !c.state.CompareAndSwap(callPending, callDelivered) && c.err == nil && b.refund != nil {
+		b.refund(c.keys, c.args, c.res)
+	}
+	close(c.done)
 }
 
 type batcherError string
@@ -94,19 +120,20 @@ func (b *batcher) work() {
 }
 
 func (b *batcher) exec(batch []*evalCall) {
-	if len(batch) == 1 {
-		c := batch[0]
-		c.res, c.err = b.eval(c.ctx, c)
-		close(c.done)
-		return
-	}
-	// One pipeline: bounded by the latest deadline among its callers (each caller still stops
-	// waiting at its own).
+	// Bounded by the latest deadline among the callers, not cancelled with them: an answer must
+	// be read even for a caller that left, so that its consumption can be refunded and the
+	// connection stays usable.
 	ctx := context.WithoutCancel(batch[0].ctx)
 	if d, ok := latestDeadline(batch); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, d)
 		defer cancel()
+	}
+	if len(batch) == 1 {
+		c := batch[0]
+		c.res, c.err = b.eval(ctx, c)
+		b.deliver(c)
+		return
 	}
 	pipe := b.client.Pipeline()
 	cmds := make([]*redis.IntSliceCmd, len(batch))
@@ -118,10 +145,10 @@ func (b *batcher) exec(batch []*evalCall) {
 	for i, c := range batch {
 		res, err := cmds[i].Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			res, err = b.eval(c.ctx, c)
+			res, err = b.eval(ctx, c)
 		}
 		c.res, c.err = res, err
-		close(c.done)
+		b.deliver(c)
 	}
 }
 

@@ -40,6 +40,8 @@ type Redis struct {
 
 	mu      sync.Mutex
 	pending map[pendingKey]int64 // quota usage consumed by the Local fallback, not yet in Redis
+
+	refunds atomic.Int64 // Checks whose quota consumption was given back (see refund)
 }
 
 var _ Limiter = (*Redis)(nil)
@@ -89,6 +91,7 @@ func NewRedis(client redis.UniversalClient, opts ...Option) (*Redis, error) {
 	}
 	r.local = newMemory(o)
 	r.batch = newBatcher(client, r.script)
+	r.batch.refund = r.refund
 	return r, nil
 }
 
@@ -179,8 +182,8 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 	}
 	for attempt := 0; ; attempt++ {
 		var vals []int64
-		err := r.do(ctx, func(ctx context.Context) (err error) {
-			vals, err = r.batch.run(ctx, keys, args)
+		err := r.do(ctx, func(tctx context.Context) (err error) {
+			vals, err = r.batch.run(tctx, keys, args)
 			return err
 		})
 		if err != nil {
@@ -217,6 +220,50 @@ func (r *Redis) do(ctx context.Context, fn func(context.Context) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// refundScript gives a quota counter back what an abandoned Check consumed, unless the counter
+// is gone (expired with its period): DECRBY would create it below zero and without expiry.
+var refundScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], ARGV[1]) end return 0`)
+
+// refund gives back what the script consumed for a Check that stopped waiting before the answer
+// came (the batcher calls it): its request was not served (the client went away, or closed mode
+// answered 503), or the Local fallback counted it and will add it to Redis itself. The cost goes
+// back on every quota counter, so that quotas stay exact when clients hang up mid-request or
+// Redis answers late. (With on_store_error open the request was served uncounted, as open mode
+// does for every request while Redis fails.) Windows keep the cost:
+// their accuracy bound allows it, and a GCRA timestamp cannot be moved back safely once later
+// requests have moved it on.
+func (r *Redis) refund(keys []string, args []any, vals []int64) {
+	n := len(keys)
+	if len(vals) != 4+4*n || vals[0] != 1 || len(args) != 3+5*n {
+		return // refused (nothing consumed) or a missing-counter answer (nothing run)
+	}
+	cost, _ := args[0].(int64)
+	if cost <= 0 {
+		return
+	}
+	var todo []string
+	for i := range n {
+		kind, ok := args[3+5*i].(uint8)
+		if !ok || !Kind(kind).isQuota() {
+			continue
+		}
+		todo = append(todo, keys[i]+":"+periodSuffix(Kind(kind), time.Unix(vals[4+4*i+3], 0).UTC()))
+	}
+	if len(todo) == 0 {
+		return
+	}
+	r.refunds.Add(1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*r.o.timeout)
+		defer cancel()
+		for _, k := range todo {
+			if err := refundScript.Run(ctx, r.client, []string{k}, cost).Err(); err != nil {
+				r.storeErrors.Inc()
+			}
+		}
+	}()
 }
 
 // seedMissing refills the quota counters the script found missing from Seed. SET NX makes it

@@ -527,3 +527,54 @@ func TestRedisScriptFlushed(t *testing.T) {
 		t.Errorf("quota used %d; want 81", used)
 	}
 }
+
+// TestRedisAbandonedChecksRefunded: Checks whose callers go away while their script is on its
+// way (Redis frozen with SIGSTOP, contexts cancelled, Redis thawed) consume no quota: the script
+// runs when Redis wakes, and its consumption is given back. Quotas stay exact when clients hang
+// up mid-request.
+func TestRedisAbandonedChecksRefunded(t *testing.T) {
+	srv := startRedisServer(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	r := newTestRedis(t, c, WithTimeout(10*time.Second))
+	limits := benchLimits("refund")
+	limits[len(limits)-1].Limit = 1_000_000 // exact in the script's doubles
+	used := func() int64 {
+		d := &Decision{}
+		if err := r.Check(t.Context(), limits, 0, d); err != nil {
+			t.Fatal(err)
+		}
+		q := d.States[len(d.States)-1]
+		return q.Limit - q.Remaining
+	}
+	for range 10 {
+		check(t, r, limits, 1)
+	}
+
+	srv.Freeze()
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var admitted atomic.Int32
+	for range 40 {
+		wg.Go(func() {
+			d := &Decision{}
+			if err := r.Check(ctx, limits, 1, d); err == nil && d.Allowed {
+				admitted.Add(1)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // the scripts are sent; Redis sleeps
+	cancel()
+	wg.Wait()
+	srv.Thaw()
+	if a := admitted.Load(); a != 0 {
+		t.Fatalf("%d Checks of gone callers were admitted", a)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.refunds.Load() == 0 || used() != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("quota used %d after %d refunds; want 10 (the 40 abandoned Checks given back)", used(), r.refunds.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
