@@ -61,7 +61,7 @@
 //
 // # In Redis (NewRedis)
 //
-// Each Check is one EVALSHA of check.lua (EVAL on NOSCRIPT, once per Redis start), so one round
+// Each Check is one EVALSHA of check.lua (SCRIPT LOAD on NOSCRIPT, once per Redis start), so one round
 // trip whatever the number of limits. The script reads Redis TIME, so the nodes' clocks do not
 // matter; decides every limit; writes only if all admit. A window is one key holding its TAT in
 // µs ("us:frac") with a TTL of its Reset; a quota is one key per period
@@ -95,8 +95,14 @@
 //   - Open: everything is admitted.
 //   - Closed: Check returns an error wrapping ErrUnavailable (SPEC: 503 UNAVAILABLE).
 //
-// A Check that times out may still have been run by Redis (a frozen Redis runs it when it
-// wakes up): that request then counts although it was answered from the fallback. The error is
-// on the strict side. Likewise, the database's usage record lags by up to its flush interval
-// (1s), which bounds what a Redis loss can let overshoot.
+// A Check whose caller stops waiting — its client went away, or the per-call timeout sent it to
+// the fallback — may still be run by Redis (a frozen Redis runs it when it wakes up). The
+// limiter keeps reading every answer, and an answer that arrives for a caller that left has its
+// quota consumption given back (DECRBY on the counters that still exist): the request was not
+// served, or the Local fallback counted it and adds it to Redis itself on recovery. Windows keep
+// such a unit (a GCRA timestamp cannot be moved back once later Checks moved it on); with Open
+// the request was served uncounted, as Open does. An answer that never comes (Redis lost, or
+// slower than the timeout of the pipeline) cannot be refunded: that request may count although
+// it was not served, on the strict side. The database's usage record lags by up to its flush
+// interval (1s), which bounds what a Redis loss can let overshoot.
 package ratelimit
