@@ -237,6 +237,8 @@ func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut, limi
 // in it) and deletes every key under prefix.
 func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
 	var sum, quotas, deleted int64
+	periods := map[string]int{} // quota counters by period (the part after the last ':')
+	seen := map[string]bool{}    // SCAN may return a key more than once
 	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	var batch []string
 	flush := func() error {
@@ -250,10 +252,15 @@ func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
 	}
 	for iter.Next(ctx) {
 		k := iter.Val()
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
 		if strings.Contains(k[len(prefix):], ":quota:") {
 			if v, err := rdb.Get(ctx, k).Int64(); err == nil {
 				sum += v
 				quotas++
+				periods[k[strings.LastIndexByte(k, ':')+1:]]++
 			}
 		}
 		batch = append(batch, k)
@@ -270,7 +277,7 @@ func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
 		return err
 	}
 	left, err := rdb.Keys(ctx, prefix+"*").Result()
-	fmt.Fprintf(os.Stderr, "keygate: redis: %d quota counters summing to %d; %d keys under %q deleted, %d left\n", quotas, sum, deleted, prefix, len(left))
+	fmt.Fprintf(os.Stderr, "keygate: redis: %d quota counters %v summing to %d; %d keys under %q deleted, %d left\n", quotas, periods, sum, deleted, prefix, len(left))
 	return err
 }
 
