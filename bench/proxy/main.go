@@ -238,7 +238,7 @@ func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut, limi
 func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
 	var sum, quotas, deleted int64
 	periods := map[string]int{} // quota counters by period (the part after the last ':')
-	seen := map[string]bool{}    // SCAN may return a key more than once
+	seen := map[string]bool{}   // SCAN may return a key more than once
 	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	var batch []string
 	flush := func() error {
