@@ -33,6 +33,33 @@ func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 
+// benchAuth returns a fake authenticator with one key (scope products:read, one window far above
+// any benchmark's rate) whose limits are counted by a real in-memory limiter.
+func benchAuth(b *testing.B) (*fakeAuth, string) {
+	auth := newFakeAuth()
+	key := auth.addKey(b, keygate.Key{Scopes: []string{"products:read"}, RateLimits: []keygate.Window{{Name: "minute", Limit: 1e12, Period: keygate.Duration(6e10)}}})
+	lim := ratelimit.NewMemory()
+	b.Cleanup(func() { lim.Close() })
+	auth.limit = func(e *verify.Entry, d *ratelimit.Decision) (string, error) {
+		lim.Check(b.Context(), e.Limits, 1, d)
+		return "", nil
+	}
+	return auth, key
+}
+
+// runHandler calls h for GET path with hdr in a loop, with a writer that discards the answer.
+func runHandler(b *testing.B, h http.Handler, path string, hdr http.Header) {
+	b.ReportAllocs()
+	req := httptest.NewRequest("GET", "http://x"+path, nil)
+	req.RemoteAddr = "127.0.0.1:5555"
+	req.Header = hdr
+	w := &discardWriter{h: http.Header{}}
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	}
+}
+
 // BenchmarkServeHTTP compares a bare httputil.ReverseProxy with keygate on a public route and on
 // a keyed route (verify cache hit, limiter with one window, signed identity headers).
 func BenchmarkServeHTTP(b *testing.B) {
@@ -42,14 +69,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 		Transport:  cannedTransport{},
 		BufferPool: bufferPool{},
 	}
-	auth := newFakeAuth()
-	key := auth.addKey(b, keygate.Key{Scopes: []string{"products:read"}, RateLimits: []keygate.Window{{Name: "minute", Limit: 1e12, Period: keygate.Duration(6e10)}}})
-	lim := ratelimit.NewMemory()
-	defer lim.Close()
-	auth.limit = func(e *verify.Entry, d *ratelimit.Decision) (string, error) {
-		lim.Check(b.Context(), e.Limits, 1, d)
-		return "", nil
-	}
+	auth, key := benchAuth(b)
 	cfg := &Config{UpstreamSecret: ptr("s"), Routes: []Route{
 		publicRoute("public", "/public", target.String()),
 		keyedRoute("keyed", "/keyed", target.String()),
@@ -60,20 +80,9 @@ func BenchmarkServeHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer g.Close()
-	run := func(b *testing.B, h http.Handler, path string, hdr http.Header) {
-		b.ReportAllocs()
-		req := httptest.NewRequest("GET", "http://x"+path, nil)
-		req.RemoteAddr = "127.0.0.1:5555"
-		req.Header = hdr
-		w := &discardWriter{h: http.Header{}}
-		for b.Loop() {
-			clear(w.h)
-			h.ServeHTTP(w, req)
-		}
-	}
-	b.Run("bare", func(b *testing.B) { run(b, bare, "/public", http.Header{}) })
-	b.Run("public", func(b *testing.B) { run(b, g, "/public", http.Header{}) })
-	b.Run("keyed", func(b *testing.B) { run(b, g, "/keyed", http.Header{"X-Api-Key": {key}}) })
+	b.Run("bare", func(b *testing.B) { runHandler(b, bare, "/public", http.Header{}) })
+	b.Run("public", func(b *testing.B) { runHandler(b, g, "/public", http.Header{}) })
+	b.Run("keyed", func(b *testing.B) { runHandler(b, g, "/keyed", http.Header{"X-Api-Key": {key}}) })
 }
 
 // BenchmarkForward measures the whole forward over loopback to a real upstream (one keep-alive
@@ -96,14 +105,7 @@ func BenchmarkForward(b *testing.B) {
 		Transport:  NewTransport(),
 		BufferPool: bufferPool{},
 	}
-	auth := newFakeAuth()
-	key := auth.addKey(b, keygate.Key{Scopes: []string{"products:read"}, RateLimits: []keygate.Window{{Name: "minute", Limit: 1e12, Period: keygate.Duration(6e10)}}})
-	lim := ratelimit.NewMemory()
-	defer lim.Close()
-	auth.limit = func(e *verify.Entry, d *ratelimit.Decision) (string, error) {
-		lim.Check(b.Context(), e.Limits, 1, d)
-		return "", nil
-	}
+	auth, key := benchAuth(b)
 	cfg := &Config{UpstreamSecret: ptr("s"), Routes: []Route{keyedRoute("keyed", "/keyed", up.URL)}}
 	cfg.Routes[0].Auth.Scopes = map[string][]string{"GET": {"products:read"}}
 	gateway := func(rpOnly bool) *Gateway {
@@ -116,18 +118,7 @@ func BenchmarkForward(b *testing.B) {
 	direct, viaRP := gateway(false), gateway(true)
 	defer direct.Close()
 	defer viaRP.Close()
-	run := func(b *testing.B, h http.Handler, path string, hdr http.Header) {
-		b.ReportAllocs()
-		req := httptest.NewRequest("GET", "http://x"+path, nil)
-		req.RemoteAddr = "127.0.0.1:5555"
-		req.Header = hdr
-		w := &discardWriter{h: http.Header{}}
-		for b.Loop() {
-			clear(w.h)
-			h.ServeHTTP(w, req)
-		}
-	}
-	b.Run("bare-reverseproxy", func(b *testing.B) { run(b, bare, "/keyed", http.Header{}) })
-	b.Run("keyed-direct", func(b *testing.B) { run(b, direct, "/keyed", http.Header{"X-Api-Key": {key}}) })
-	b.Run("keyed-reverseproxy", func(b *testing.B) { run(b, viaRP, "/keyed", http.Header{"X-Api-Key": {key}}) })
+	b.Run("bare-reverseproxy", func(b *testing.B) { runHandler(b, bare, "/keyed", http.Header{}) })
+	b.Run("keyed-direct", func(b *testing.B) { runHandler(b, direct, "/keyed", http.Header{"X-Api-Key": {key}}) })
+	b.Run("keyed-reverseproxy", func(b *testing.B) { runHandler(b, viaRP, "/keyed", http.Header{"X-Api-Key": {key}}) })
 }
