@@ -9,7 +9,7 @@
 --          then per limit: remaining, reset µs, used (quotas), period start s (quotas)}
 -- or, when quota counters are missing, {2, count, then per missing: index, period start s}.
 
-local floor, tonumber, format, match = math.floor, tonumber, string.format, string.match
+local floor, min, max, tonumber, format, match = math.floor, math.min, math.max, tonumber, string.format, string.match
 
 local function civil(z) -- days since 1970-01-01 -> year, month (H. Hinnant's civil_from_days)
   z = z + 719468
@@ -42,16 +42,18 @@ local need = cost
 if need < 1 then need = 1 end
 
 local n = #KEYS
-local cur, qkey, ps, pe = {}, {}, {}, {}
-local missing = {}
+local missing = nil
 local allowed, denied, retry = 1, -1, 0
 
-local curf = {}
-local kinds, lims, Ps, qs, rms = {}, {}, {}, {}, {}
+-- Per limit i, 10 slots from (i-1)*10: kind, limit, P, q, rm (parsed once), then the counter's
+-- value (TAT or usage), the TAT's fraction, the quota counter's key, the period's start and end.
+-- One flat table, sized for 4 limits up front: Lua tables cost more to grow than to fill.
+local st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 for i = 1, n do
-  local b = 3 + (i - 1) * 5
-  local kind, lim, P, q, rm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
-  kinds[i], lims[i], Ps[i], qs[i], rms[i] = kind, lim, P, q, rm
+  local a, b = 3 + (i - 1) * 5, (i - 1) * 10
+  local kind, lim, P, q, rm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  st[b + 1], st[b + 2], st[b + 3], st[b + 4], st[b + 5] = kind, lim, P, q, rm
   local ok, r = false, 0
   if kind == 0 then
     local tat, frac = 0, 0
@@ -62,7 +64,7 @@ for i = 1, n do
     end
     if tat < now then tat, frac = now, 0 end
     if frac >= lim then frac = 0 end
-    cur[i], curf[i] = tat, frac
+    st[b + 6], st[b + 7] = tat, frac
     if P <= 0 or lim < 1 then
       r = 1000000
     elseif need > lim then
@@ -88,17 +90,17 @@ for i = 1, n do
       if m == 12 then e = days(y + 1, 1) * 86400 else e = days(y, m + 1) * 86400 end
       suffix = format('m%04d%02d', y, m)
     end
-    ps[i], pe[i] = s, e
+    st[b + 9], st[b + 10] = s, e
     local k = KEYS[i] .. ':' .. suffix
-    qkey[i] = k
+    st[b + 8] = k
     local v = redis.call('GET', k)
     if v then
-      cur[i] = tonumber(v)
+      st[b + 6] = tonumber(v)
     else
-      cur[i] = 0
-      if seeded then missing[#missing + 1] = i end
+      st[b + 6] = 0
+      if seeded then missing = missing or {}; missing[#missing + 1] = i end
     end
-    ok = lim >= 1 and cur[i] + need <= lim
+    ok = lim >= 1 and st[b + 6] + need <= lim
     r = e * 1000000 - now
   end
   if not ok then
@@ -109,21 +111,23 @@ for i = 1, n do
   end
 end
 
-if #missing > 0 then
+if missing then
   local out = {2, #missing}
   for _, i in ipairs(missing) do
     out[#out + 1] = i - 1
-    out[#out + 1] = ps[i]
+    out[#out + 1] = st[(i - 1) * 10 + 9]
   end
   return out
 end
 
 local consume = allowed == 1 and cost > 0
 local out = {allowed, denied, retry, now}
+local o = 4
 for i = 1, n do
-  local kind, lim, P, q, rm = kinds[i], lims[i], Ps[i], qs[i], rms[i]
+  local b = (i - 1) * 10
+  local kind, lim, P, q, rm = st[b + 1], st[b + 2], st[b + 3], st[b + 4], st[b + 5]
   if kind == 0 then
-    local tat, frac = cur[i], curf[i]
+    local tat, frac = st[b + 6], st[b + 7]
     local rem = 0
     if P > 0 and lim >= 1 then
       if consume then
@@ -134,27 +138,22 @@ for i = 1, n do
       local free = P - (tat - now)
       if free > 0 then
         if rm == 0 then rem = floor(free / q) else rem = floor((free * lim - frac) / P) end
-        rem = math.min(math.max(rem, 0), lim)
+        rem = min(max(rem, 0), lim)
       end
     end
     local reset = tat - now
     if frac > 0 then reset = reset + 1 end
-    out[#out + 1] = rem
-    out[#out + 1] = reset
-    out[#out + 1] = 0
-    out[#out + 1] = 0
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = rem, reset, 0, 0
   else
-    local used = cur[i]
+    local used = st[b + 6]
     if consume then
-      used = redis.call('INCRBY', qkey[i], cost)
+      used = redis.call('INCRBY', st[b + 8], cost)
       if used == cost then
-        redis.call('PEXPIREAT', qkey[i], format('%d', pe[i] * 1000 + grace))
+        redis.call('PEXPIREAT', st[b + 8], format('%d', st[b + 10] * 1000 + grace))
       end
     end
-    out[#out + 1] = math.min(math.max(lim - used, 0), math.max(lim, 0))
-    out[#out + 1] = pe[i] * 1000000 - now
-    out[#out + 1] = used
-    out[#out + 1] = ps[i]
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = min(max(lim - used, 0), max(lim, 0)), st[b + 10] * 1000000 - now, used, st[b + 9]
   end
+  o = o + 4
 end
 return out
