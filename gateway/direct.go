@@ -258,8 +258,11 @@ func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req [
 	if _, err := c.nc.Write(req); err != nil {
 		stop()
 		c.nc.Close()
-		if mayRetry && c.reused && ctx.Err() == nil {
-			return true, false // nothing reached a live upstream
+		// A failed write to a reused connection means the upstream had closed it. What did go out
+		// cannot be a whole request unless headers were complete and a body was cut: only then
+		// must a request that is not replayable stay unrepeated.
+		if mayRetry && c.reused && ctx.Err() == nil && (r.ContentLength == 0 || replayable(r)) {
+			return true, false
 		}
 		g.upstreamFailed(ex, ctx, err)
 		return false, true
