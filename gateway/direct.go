@@ -258,10 +258,10 @@ func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req [
 	if _, err := c.nc.Write(req); err != nil {
 		stop()
 		c.nc.Close()
-		// A failed write to a reused connection means the upstream had closed it. What did go out
-		// cannot be a whole request unless headers were complete and a body was cut: only then
-		// must a request that is not replayable stay unrepeated.
-		if mayRetry && c.reused && ctx.Err() == nil && (r.ContentLength == 0 || replayable(r)) {
+		// A failed write to a reused connection means the upstream had closed it. Without a body,
+		// what went out was not a whole request, so it is sent again on a new connection; with
+		// one, complete headers and a cut body may have gone out, and the request is not repeated.
+		if mayRetry && c.reused && ctx.Err() == nil && r.ContentLength == 0 {
 			return true, false
 		}
 		g.upstreamFailed(ex, ctx, err)
