@@ -247,6 +247,46 @@ func parseWindow(s string) (keygate.Window, error) {
 	return keygate.Window{Name: name, Limit: n, Period: keygate.Duration(d)}, nil
 }
 
+// limitFlags are the --rate-limit and --quota flags that consumers, keys and plans share.
+type limitFlags struct {
+	rateLimits []string
+	quota      string
+}
+
+func (l *limitFlags) add(cmd *cobra.Command, windowHelp, quotaHelp string) {
+	cmd.Flags().StringSliceVar(&l.rateLimits, "rate-limit", nil, windowHelp)
+	cmd.Flags().StringVar(&l.quota, "quota", "", quotaHelp)
+}
+
+// values parses both flags (a create).
+func (l *limitFlags) values() ([]keygate.Window, *keygate.Quota, error) {
+	ws, err := parseWindows(l.rateLimits)
+	if err != nil {
+		return nil, nil, err
+	}
+	q, err := parseQuota(l.quota)
+	return ws, q, err
+}
+
+// patch parses the flags given on cmd's command line (an update); the others stay unset.
+func (l *limitFlags) patch(cmd *cobra.Command) (ws keygate.Opt[[]keygate.Window], q keygate.Opt[*keygate.Quota], err error) {
+	if cmd.Flags().Changed("rate-limit") {
+		w, err := parseWindows(l.rateLimits)
+		if err != nil {
+			return ws, q, err
+		}
+		ws = keygate.Some(w)
+	}
+	if cmd.Flags().Changed("quota") {
+		v, err := parseQuota(l.quota)
+		if err != nil {
+			return ws, q, err
+		}
+		q = optPtr(v)
+	}
+	return ws, q, nil
+}
+
 func parseWindows(ss []string) ([]keygate.Window, error) {
 	out := []keygate.Window{}
 	for _, s := range ss {

@@ -18,8 +18,8 @@ func (e *env) consumersCommand() *cobra.Command {
 }
 
 type consumerSettings struct {
-	name, email, plan, quota, metadata string
-	rateLimits                         []string
+	name, email, plan, metadata string
+	limitFlags
 }
 
 func (s *consumerSettings) add(cmd *cobra.Command) {
@@ -27,8 +27,8 @@ func (s *consumerSettings) add(cmd *cobra.Command) {
 	f.StringVar(&s.name, "name", "", "name")
 	f.StringVar(&s.email, "email", "", "email address")
 	f.StringVar(&s.plan, "plan", "", "plan of the consumer's keys that name none")
-	f.StringSliceVar(&s.rateLimits, "rate-limit", nil, "window shared by all the consumer's keys, name=limit/period (repeatable)")
-	f.StringVar(&s.quota, "quota", "", "quota shared by all the consumer's keys, limit/period (none: no quota)")
+	s.limitFlags.add(cmd, "window shared by all the consumer's keys, name=limit/period (repeatable)",
+		"quota shared by all the consumer's keys, limit/period (none: no quota)")
 	f.StringVar(&s.metadata, "metadata", "", "metadata as a JSON object")
 }
 
@@ -41,10 +41,7 @@ func consumersCreate(cf *clientFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in := control.ConsumerCreate{Name: s.name, Email: s.email, Plan: s.plan}
 			var err error
-			if in.RateLimits, err = parseWindows(s.rateLimits); err != nil {
-				return err
-			}
-			if in.Quota, err = parseQuota(s.quota); err != nil {
+			if in.RateLimits, in.Quota, err = s.values(); err != nil {
 				return err
 			}
 			if in.Metadata, err = parseMetadata(s.metadata); err != nil {
@@ -122,19 +119,9 @@ func consumersUpdate(cf *clientFlags) *cobra.Command {
 			if f.Changed("plan") {
 				p.Plan = optString(s.plan)
 			}
-			if f.Changed("rate-limit") {
-				ws, err := parseWindows(s.rateLimits)
-				if err != nil {
-					return err
-				}
-				p.RateLimits = keygate.Some(ws)
-			}
-			if f.Changed("quota") {
-				q, err := parseQuota(s.quota)
-				if err != nil {
-					return err
-				}
-				p.Quota = optPtr(q)
+			var err error
+			if p.RateLimits, p.Quota, err = s.patch(cmd); err != nil {
+				return err
 			}
 			if f.Changed("metadata") {
 				m, err := parseMetadata(s.metadata)

@@ -19,8 +19,9 @@ func (e *env) keysCommand() *cobra.Command {
 
 // keySettings are the flags shared by keys create and keys update.
 type keySettings struct {
-	name, plan, quota, expiresAt, maxAge, metadata string
-	scopes, ipAllow, referrerAllow, rateLimits     []string
+	name, plan, expiresAt, maxAge, metadata string
+	scopes, ipAllow, referrerAllow          []string
+	limitFlags
 }
 
 func (s *keySettings) add(cmd *cobra.Command) {
@@ -28,8 +29,8 @@ func (s *keySettings) add(cmd *cobra.Command) {
 	f.StringVar(&s.name, "name", "", "name of the key")
 	f.StringSliceVar(&s.scopes, "scope", nil, "granted scope resource:action (repeat or comma-separate)")
 	f.StringVar(&s.plan, "plan", "", "plan name (default: the consumer's)")
-	f.StringSliceVar(&s.rateLimits, "rate-limit", nil, "rate-limit window name=limit/period, e.g. minute=100/1m (repeatable)")
-	f.StringVar(&s.quota, "quota", "", "quota limit/period, e.g. 5000/month (none: no quota)")
+	s.limitFlags.add(cmd, "rate-limit window name=limit/period, e.g. minute=100/1m (repeatable)",
+		"quota limit/period, e.g. 5000/month (none: no quota)")
 	f.StringSliceVar(&s.ipAllow, "ip-allow", nil, "allowed client IP or CIDR (repeatable)")
 	f.StringSliceVar(&s.referrerAllow, "referrer-allow", nil, "allowed referrer origin, e.g. https://app.example.com (repeatable)")
 	f.StringVar(&s.expiresAt, "expires-at", "", "expiry as RFC 3339 (none: never)")
@@ -51,10 +52,7 @@ func keysCreate(cf *clientFlags) *cobra.Command {
 			in := control.KeyCreate{ConsumerID: consumer, Name: s.name, Kind: kind, Env: envName,
 				Scopes: splitList(s.scopes), Plan: s.plan, IPAllow: splitList(s.ipAllow), ReferrerAllow: splitList(s.referrerAllow)}
 			var err error
-			if in.RateLimits, err = parseWindows(s.rateLimits); err != nil {
-				return err
-			}
-			if in.Quota, err = parseQuota(s.quota); err != nil {
+			if in.RateLimits, in.Quota, err = s.values(); err != nil {
 				return err
 			}
 			if in.ExpiresAt, err = parseTimePtr("expires-at", s.expiresAt); err != nil {
@@ -171,19 +169,9 @@ func keysUpdate(cf *clientFlags) *cobra.Command {
 			if f.Changed("plan") {
 				p.Plan = optString(s.plan)
 			}
-			if f.Changed("rate-limit") {
-				ws, err := parseWindows(s.rateLimits)
-				if err != nil {
-					return err
-				}
-				p.RateLimits = keygate.Some(ws)
-			}
-			if f.Changed("quota") {
-				q, err := parseQuota(s.quota)
-				if err != nil {
-					return err
-				}
-				p.Quota = optPtr(q)
+			var err error
+			if p.RateLimits, p.Quota, err = s.patch(cmd); err != nil {
+				return err
 			}
 			if f.Changed("ip-allow") {
 				p.IPAllow = keygate.Some(splitList(s.ipAllow))

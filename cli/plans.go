@@ -17,15 +17,15 @@ func (e *env) plansCommand() *cobra.Command {
 }
 
 type planSettings struct {
-	quota, maxAge string
-	rateLimits    []string
+	maxAge        string
 	scopesAllowed []string
+	limitFlags
 }
 
 func (s *planSettings) add(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringSliceVar(&s.rateLimits, "rate-limit", nil, "window name=limit/period, e.g. minute=100/1m (repeatable)")
-	f.StringVar(&s.quota, "quota", "", "quota per key, limit/period, e.g. 5000/month (none: no quota)")
+	s.limitFlags.add(cmd, "window name=limit/period, e.g. minute=100/1m (repeatable)",
+		"quota per key, limit/period, e.g. 5000/month (none: no quota)")
 	f.StringSliceVar(&s.scopesAllowed, "scopes-allowed", nil, "ceiling of the scopes of keys on the plan (repeatable)")
 	f.StringVar(&s.maxAge, "max-age", "", "advisory rotation age, e.g. 90d (none: none)")
 }
@@ -39,10 +39,7 @@ func plansCreate(cf *clientFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := control.PlanCreate{Name: args[0]}
 			var err error
-			if in.RateLimits, err = parseWindows(s.rateLimits); err != nil {
-				return err
-			}
-			if in.Quota, err = parseQuota(s.quota); err != nil {
+			if in.RateLimits, in.Quota, err = s.values(); err != nil {
 				return err
 			}
 			if cmd.Flags().Changed("scopes-allowed") {
@@ -129,19 +126,9 @@ func plansUpdate(cf *clientFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			var p control.PlanPatch
-			if f.Changed("rate-limit") {
-				ws, err := parseWindows(s.rateLimits)
-				if err != nil {
-					return err
-				}
-				p.RateLimits = keygate.Some(ws)
-			}
-			if f.Changed("quota") {
-				q, err := parseQuota(s.quota)
-				if err != nil {
-					return err
-				}
-				p.Quota = optPtr(q)
+			var err error
+			if p.RateLimits, p.Quota, err = s.patch(cmd); err != nil {
+				return err
 			}
 			if f.Changed("scopes-allowed") {
 				if sc := splitList(s.scopesAllowed); len(sc) == 0 {
