@@ -76,14 +76,23 @@ func handleRead[Out any](fn func(r *http.Request) (Out, error)) http.Handler {
 
 // handleList reads limit and cursor and answers fn's page as {"data", "next_cursor"}.
 func handleList[T any](fn func(r *http.Request, p keygate.ListParams) ([]*T, string, error)) http.Handler {
+	return handleFilteredList(func(q *query) (keygate.ListParams, error) { return q.list(), nil }, fn)
+}
+
+// handleFilteredList reads a list's filter from the query string (a bad parameter is a 400
+// before anything is read) and answers fetch's page as {"data", "next_cursor"}.
+func handleFilteredList[F, T any](filter func(q *query) (F, error), fetch func(r *http.Request, f F) ([]*T, string, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := newQuery(r.URL)
-		p := q.list()
-		if q.err != nil {
-			writeError(w, r, q.err)
+		f, err := filter(q)
+		if err == nil {
+			err = q.err
+		}
+		if err != nil {
+			writeError(w, r, err)
 			return
 		}
-		items, next, err := fn(r, p)
+		items, next, err := fetch(r, f)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -231,24 +240,15 @@ func handleKeyCreate(ctl controlPlane) http.Handler {
 }
 
 func handleKeyList(ctl controlPlane, now func() time.Time) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := newQuery(r.URL)
-		f := keygate.KeyFilter{
+	return handleFilteredList(func(q *query) (keygate.KeyFilter, error) {
+		return keygate.KeyFilter{
 			ConsumerID: q.str("consumer_id", maxFilter),
 			Status:     q.oneOf("status", keygate.StateActive, keygate.StateDisabled, keygate.StatusExpired, keygate.StateRevoked),
 			ListParams: q.list(),
 			Now:        now(),
-		}
-		if q.err != nil {
-			writeError(w, r, q.err)
-			return
-		}
-		items, next, err := ctl.Keys(r.Context(), f)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, newList(items, next))
+		}, nil
+	}, func(r *http.Request, f keygate.KeyFilter) ([]*keygate.Key, string, error) {
+		return ctl.Keys(r.Context(), f)
 	})
 }
 
@@ -454,8 +454,7 @@ func handleRootKeyRevoke(ctl controlPlane) http.Handler {
 // --- audit ---
 
 func handleAuditList(ctl controlPlane) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := newQuery(r.URL)
+	return handleFilteredList(func(q *query) (keygate.AuditFilter, error) {
 		f := keygate.AuditFilter{
 			Actor:      q.str("actor", maxFilter),
 			Action:     q.str("action", maxFilter),
@@ -464,20 +463,12 @@ func handleAuditList(ctl controlPlane) http.Handler {
 			To:         q.time("to"),
 			ListParams: q.list(),
 		}
-		if q.err != nil {
-			writeError(w, r, q.err)
-			return
+		if q.err == nil && f.From != nil && f.To != nil && f.To.Before(*f.From) {
+			return f, badRequest("to is before from")
 		}
-		if f.From != nil && f.To != nil && f.To.Before(*f.From) {
-			writeError(w, r, badRequest("to is before from"))
-			return
-		}
-		items, next, err := ctl.AuditEntries(r.Context(), f)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusOK, newList(items, next))
+		return f, nil
+	}, func(r *http.Request, f keygate.AuditFilter) ([]*keygate.AuditEntry, string, error) {
+		return ctl.AuditEntries(r.Context(), f)
 	})
 }
 
