@@ -8,7 +8,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -23,8 +22,6 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// gooseTable records the applied migrations.
-const gooseTable = "keygate_schema_version"
 
 // migrateLockID is the session advisory lock held while migrating, so that nodes starting
 // together apply the migrations once, one after the other.
@@ -184,17 +181,5 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 			err = errors.Join(err, fmt.Errorf("postgres: migrate: unlock: %w", uerr))
 		}
 	}()
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, sub,
-		goose.WithTableName(gooseTable), goose.WithLogger(goose.NopLogger()), goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		return fmt.Errorf("postgres: migrations: %w", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("postgres: migrate: %w", err)
-	}
-	return nil
+	return sqlstore.Migrate(ctx, db, goose.DialectPostgres, migrations, "postgres")
 }

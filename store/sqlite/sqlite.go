@@ -11,7 +11,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"runtime"
 	"strings"
@@ -26,8 +25,6 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// gooseTable records the applied migrations.
-const gooseTable = "keygate_schema_version"
 
 // Dialect is SQLite's: ? placeholders, no row locks (write transactions are serialised by
 // BEGIN IMMEDIATE on the single writer connection), named locks are no-ops.
@@ -156,17 +153,5 @@ func Migrate(ctx context.Context, path string) error {
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub,
-		goose.WithTableName(gooseTable), goose.WithLogger(goose.NopLogger()), goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		return fmt.Errorf("sqlite: migrations: %w", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("sqlite: migrate: %w", err)
-	}
-	return nil
+	return sqlstore.Migrate(ctx, db, goose.DialectSQLite3, migrations, "sqlite")
 }
