@@ -22,7 +22,6 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-
 // migrateLockID is the session advisory lock held while migrating, so that nodes starting
 // together apply the migrations once, one after the other.
 const migrateLockID int64 = 0x6b6579676174 // "keygat"

@@ -25,7 +25,6 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-
 // Dialect is SQLite's: ? placeholders, no row locks (write transactions are serialised by
 // BEGIN IMMEDIATE on the single writer connection), named locks are no-ops.
 var Dialect = sqlstore.Dialect{
