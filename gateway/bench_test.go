@@ -67,7 +67,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 	bare := &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
 		Transport:  cannedTransport{},
-		BufferPool: bufferPool{},
+		BufferPool: BufferPool{},
 	}
 	auth, key := benchAuth(b)
 	cfg := &Config{UpstreamSecret: ptr("s"), Routes: []Route{
@@ -103,7 +103,7 @@ func BenchmarkForward(b *testing.B) {
 	bare := &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
 		Transport:  NewTransport(),
-		BufferPool: bufferPool{},
+		BufferPool: BufferPool{},
 	}
 	auth, key := benchAuth(b)
 	cfg := &Config{UpstreamSecret: ptr("s"), Routes: []Route{keyedRoute("keyed", "/keyed", up.URL)}}

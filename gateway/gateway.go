@@ -142,7 +142,7 @@ func New(opts Options) (*Gateway, error) {
 		Transport:      g.transport,
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
-		BufferPool:     bufferPool{},
+		BufferPool:     BufferPool{},
 		ErrorLog:       slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		// FlushInterval 0: ReverseProxy already flushes at once for streamed answers
 		// (no Content-Length, or text/event-stream); others are copied with buffered writes.
@@ -260,13 +260,14 @@ func NewTransport() *http.Transport {
 	}
 }
 
-// bufferPool lends ReverseProxy its 32 KiB copy buffers instead of allocating one per request.
-type bufferPool struct{}
+// BufferPool lends httputil.ReverseProxy 32 KiB copy buffers instead of allocating one per
+// request; the direct forwarder copies with the same buffers.
+type BufferPool struct{}
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
-func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+func (BufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (BufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 // countingBody counts the request body bytes read.
 type countingBody struct {

@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -37,6 +36,7 @@ import (
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/audit"
+	"github.com/keygate/keygate/bench/internal/benchkit"
 	"github.com/keygate/keygate/gateway"
 	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/ratelimit"
@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "upstream":
 		body := []byte("hello, world\n")
-		return serve(ctx, *addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return benchkit.Serve(ctx, *addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
 			h["Content-Type"] = []string{"text/plain"}
 			h["Content-Length"] = []string{"13"}
@@ -91,13 +91,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return serve(ctx, *addr, &httputil.ReverseProxy{
+		return benchkit.Serve(ctx, *addr, &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(u)
 				pr.SetXForwarded()
 			},
 			Transport:    gateway.NewTransport(),
-			BufferPool:   bufferPool{},
+			BufferPool:   gateway.BufferPool{},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { w.WriteHeader(http.StatusBadGateway) },
 		})
 	case "keygate":
@@ -120,20 +120,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return report(fs.Arg(0), *limitsBase, stdout)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
-}
-
-func serve(ctx context.Context, addr string, h http.Handler) error {
-	srv := &http.Server{Addr: addr, Handler: h, MaxHeaderBytes: 64 << 10, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 // runKeygate serves the gateway over a fresh SQLite database with n seeded keys: route /public
@@ -221,7 +207,7 @@ func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut, limi
 	}
 	defer g.Close()
 	fmt.Fprintf(os.Stderr, "keygate: %d keys seeded (limits: %s), serving on %s\n", n, limits, addr)
-	err = serve(ctx, addr, g)
+	err = benchkit.Serve(ctx, addr, g)
 	fmt.Fprintf(os.Stderr, "keygate: %d keyed requests allowed\n", allowed.Load())
 	if rdb != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -283,26 +269,6 @@ func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
 
 func writeKeys(path string, ks []string) error {
 	return os.WriteFile(path, []byte(strings.Join(ks, "\n")+"\n"), 0o600)
-}
-
-type bufferPool struct{}
-
-var buffers = make(chan []byte, 1024)
-
-func (bufferPool) Get() []byte {
-	select {
-	case b := <-buffers:
-		return b
-	default:
-		return make([]byte, 32<<10)
-	}
-}
-
-func (bufferPool) Put(b []byte) {
-	select {
-	case buffers <- b:
-	default:
-	}
 }
 
 // report reads "round<TAB>target<TAB>conns<TAB>rps<TAB>p50ms<TAB>p99ms[<TAB>cpu0 µs/req]" lines
@@ -373,26 +339,26 @@ func report(path, limitsBase string, w io.Writer) error {
 				continue
 			}
 			s := data[k]
-			m := median(s.rps)
-			lo, hi := minmax(s.rps)
+			m := benchkit.Median(s.rps)
+			lo, hi := benchkit.MinMax(s.rps)
 			ratio := func(base *samples) string {
-				if base == nil || median(base.rps) == 0 {
+				if base == nil || benchkit.Median(base.rps) == 0 {
 					return "-"
 				}
-				return fmt.Sprintf("%.2f", m/median(base.rps))
+				return fmt.Sprintf("%.2f", m/benchkit.Median(base.rps))
 			}
-			cost, costS := median(s.cpu), "-"
+			cost, costS := benchkit.Median(s.cpu), "-"
 			if cost > 0 {
 				costS = fmt.Sprintf("%.1f", cost)
 			}
 			cheaper := func(base *samples) string {
-				if base == nil || cost == 0 || median(base.cpu) == 0 || k.target == "upstream-direct" {
+				if base == nil || cost == 0 || benchkit.Median(base.cpu) == 0 || k.target == "upstream-direct" {
 					return "-"
 				}
-				return fmt.Sprintf("%.2f", median(base.cpu)/cost)
+				return fmt.Sprintf("%.2f", benchkit.Median(base.cpu)/cost)
 			}
 			fmt.Fprintf(w, "%-22s %10.0f %6.0f%%..%3.0f%% %9.3f %9.3f %8s %8s %11s %9s %9s\n", k.target, m,
-				100*lo/m, 100*hi/m, median(s.p50), median(s.p99), ratio(bare), ratio(nginx), costS, cheaper(bare), cheaper(nginx))
+				100*lo/m, 100*hi/m, benchkit.Median(s.p50), benchkit.Median(s.p99), ratio(bare), ratio(nginx), costS, cheaper(bare), cheaper(nginx))
 		}
 	}
 	base := map[string]*samples{"50": data[key{limitsBase, "50"}], "1": data[key{limitsBase, "1"}]}
@@ -420,8 +386,8 @@ func report(path, limitsBase string, w io.Writer) error {
 			}
 			perS := "-"
 			if len(per) > 0 {
-				lo, hi := minmax(per)
-				perS = fmt.Sprintf("%.2f (%.2f..%.2f)", median(per), lo, hi)
+				lo, hi := benchkit.MinMax(per)
+				perS = fmt.Sprintf("%.2f (%.2f..%.2f)", benchkit.Median(per), lo, hi)
 			}
 			goal := "-"
 			switch {
@@ -431,37 +397,17 @@ func report(path, limitsBase string, w io.Writer) error {
 				goal = "≥ 0.60"
 			}
 			cpuS, cpuR := "-", "-"
-			if c := median(s.cpu); c > 0 {
+			if c := benchkit.Median(s.cpu); c > 0 {
 				cpuS = fmt.Sprintf("%.1f", c)
-				if bc := median(b.cpu); bc > 0 {
+				if bc := benchkit.Median(b.cpu); bc > 0 {
 					cpuR = fmt.Sprintf("%.2f", bc/c)
 				}
 			}
-			fmt.Fprintf(w, "%-22s %5s %10.0f %9.3f %9.3f %8.2f %18s %8s %11s %9s\n", k.target, "c"+conns, median(s.rps),
-				median(s.p50), median(s.p99), median(s.rps)/median(b.rps), perS, goal, cpuS, cpuR)
+			fmt.Fprintf(w, "%-22s %5s %10.0f %9.3f %9.3f %8.2f %18s %8s %11s %9s\n", k.target, "c"+conns, benchkit.Median(s.rps),
+				benchkit.Median(s.p50), benchkit.Median(s.p99), benchkit.Median(s.rps)/benchkit.Median(b.rps), perS, goal, cpuS, cpuR)
 		}
 	}
 	return nil
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func minmax(v []float64) (lo, hi float64) {
-	lo, hi = v[0], v[0]
-	for _, x := range v {
-		lo, hi = min(lo, x), max(hi, x)
-	}
-	return lo, hi
 }
 
 // seed creates one consumer and n live secret keys with scope products:read; with limits, each

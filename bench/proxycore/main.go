@@ -34,12 +34,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/keygate/keygate/bench/internal/benchkit"
 	"github.com/keygate/keygate/gateway"
 )
 
@@ -88,12 +88,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	switch args[0] {
 	case "upstream":
-		return serve(ctx, *addr, upstreamHandler())
+		return benchkit.Serve(ctx, *addr, upstreamHandler())
 	case "nethttp":
-		return serve(ctx, *addr, newReverseProxy(u, gateway.NewTransport()))
+		return benchkit.Serve(ctx, *addr, newReverseProxy(u, gateway.NewTransport()))
 	case "nethttp-raw":
 		t := gateway.NewTransport()
-		return serve(ctx, *addr, &rawProxy{target: u, transport: t, upgrade: newReverseProxy(u, t)})
+		return benchkit.Serve(ctx, *addr, &rawProxy{target: u, transport: t, upgrade: newReverseProxy(u, t)})
 	case "fasthttp":
 		return serveFast(ctx, *addr, u.Host, *stream)
 	}
@@ -107,23 +107,9 @@ func newReverseProxy(u *url.URL, t *http.Transport) *httputil.ReverseProxy {
 			pr.SetXForwarded()
 		},
 		Transport:    t,
-		BufferPool:   bufferPool{},
+		BufferPool:   gateway.BufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { w.WriteHeader(http.StatusBadGateway) },
 	}
-}
-
-func serve(ctx context.Context, addr string, h http.Handler) error {
-	srv := &http.Server{Addr: addr, Handler: h, MaxHeaderBytes: 64 << 10, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 // upstreamHandler is bench/proxy's upstream (13 bytes, fixed Content-Length) plus three paths
@@ -187,13 +173,6 @@ func upstreamHandler() http.Handler {
 		w.Write(body)
 	})
 }
-
-type bufferPool struct{}
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
-func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 // rawProxy forwards with Transport.RoundTrip directly: the outbound request is built field by
 // field (no Request.Clone, no Header.Clone), hop-by-hop fields (RFC 9110 §7.6.1 plus the
@@ -271,16 +250,16 @@ func (p *rawProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	copyEndToEnd(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
-	bp := copyBuffers.Get().(*[]byte)
+	buf := gateway.BufferPool{}.Get()
 	if resp.ContentLength >= 0 {
-		io.CopyBuffer(w, readerOnly{resp.Body}, *bp) // readerOnly: no WriterTo, so the pooled buffer is used
+		io.CopyBuffer(w, readerOnly{resp.Body}, buf) // readerOnly: no WriterTo, so the pooled buffer is used
 	} else {
 		// No length: a stream (SSE, chunked progress). Flush every read, as ReverseProxy does.
 		rc := http.NewResponseController(w)
 		for {
-			n, err := resp.Body.Read(*bp)
+			n, err := resp.Body.Read(buf)
 			if n > 0 {
-				if _, werr := w.Write((*bp)[:n]); werr != nil {
+				if _, werr := w.Write(buf[:n]); werr != nil {
 					break
 				}
 				rc.Flush()
@@ -290,7 +269,7 @@ func (p *rawProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	copyBuffers.Put(bp)
+	gateway.BufferPool{}.Put(buf)
 }
 
 type readerOnly struct{ io.Reader }
@@ -568,37 +547,17 @@ func report(path string, w io.Writer) error {
 	fmt.Fprintf(w, "%-16s %5s %10s %14s %9s %9s %8s %9s\n", "target", "conns", "req/s", "spread", "p50 ms", "p99 ms", "×nginx", "×nethttp")
 	for _, k := range order {
 		s := data[k]
-		m := median(s.rps)
-		lo, hi := minmax(s.rps)
+		m := benchkit.Median(s.rps)
+		lo, hi := benchkit.MinMax(s.rps)
 		ratio := func(base string) string {
 			b := data[key{base, k.conns}]
-			if b == nil || median(b.rps) == 0 {
+			if b == nil || benchkit.Median(b.rps) == 0 {
 				return "-"
 			}
-			return fmt.Sprintf("%.2f", m/median(b.rps))
+			return fmt.Sprintf("%.2f", m/benchkit.Median(b.rps))
 		}
 		fmt.Fprintf(w, "%-16s %5s %10.0f %6.0f%%..%3.0f%% %9.3f %9.3f %8s %9s\n", k.target, k.conns, m,
-			100*lo/m, 100*hi/m, median(s.p50), median(s.p99), ratio("nginx"), ratio("nethttp"))
+			100*lo/m, 100*hi/m, benchkit.Median(s.p50), benchkit.Median(s.p99), ratio("nginx"), ratio("nethttp"))
 	}
 	return nil
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func minmax(v []float64) (lo, hi float64) {
-	lo, hi = v[0], v[0]
-	for _, x := range v {
-		lo, hi = min(lo, x), max(hi, x)
-	}
-	return lo, hi
 }

@@ -47,6 +47,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/keygate/keygate/bench/internal/benchkit"
 	"github.com/keygate/keygate/keys"
 	"github.com/keygate/keygate/secretkey"
 )
@@ -328,8 +329,8 @@ func printTable(w io.Writer, o *options, configs []config, results map[config][]
 		rps := get(func(s sample) float64 { return s.load.RPS })
 		ratio := "—"
 		if c.n != lo {
-			if base := median(values(results[config{c.db, lo}], func(s sample) float64 { return s.load.RPS })); base > 0 {
-				ratio = fmt.Sprintf("%.2f", median(rps)/base)
+			if base := benchkit.Median(values(results[config{c.db, lo}], func(s sample) float64 { return s.load.RPS })); base > 0 {
+				ratio = fmt.Sprintf("%.2f", benchkit.Median(rps)/base)
 			}
 		}
 		failed := 0
@@ -366,18 +367,7 @@ func spread(v []float64, format string) string {
 	if len(v) == 1 {
 		return fmt.Sprintf(format, v[0])
 	}
-	return fmt.Sprintf(format+" ("+format+"–"+format+")", median(v), slices.Min(v), slices.Max(v))
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(v))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return fmt.Sprintf(format+" ("+format+"–"+format+")", benchkit.Median(v), slices.Min(v), slices.Max(v))
 }
 
 func humanCount(n int) string {
