@@ -237,19 +237,15 @@ func (g *Gateway) forwardDirect(ex *exchange, r *http.Request) {
 			g.upstreamFailed(ex, ctx, err)
 			return
 		}
-		retry, done := g.exchangeDirect(ex, r, c, b, attempt == 0)
-		if done {
-			return
-		}
-		if !retry {
+		if !g.exchangeDirect(ex, r, c, b, attempt == 0) {
 			return
 		}
 	}
 }
 
-// exchangeDirect writes the request on c and the answer to the client. retry reports a failure
-// on a reused connection that may be repeated on a new one; done that the request is answered.
-func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req []byte, mayRetry bool) (retry, done bool) {
+// exchangeDirect writes the request on c and the answer to the client. It reports true, with
+// nothing answered, for a failure on a reused connection that may be repeated on a new one.
+func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req []byte, mayRetry bool) (retry bool) {
 	ctx := r.Context()
 	rt := ex.route
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
@@ -262,10 +258,10 @@ func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req [
 		// what went out was not a whole request, so it is sent again on a new connection; with
 		// one, complete headers and a cut body may have gone out, and the request is not repeated.
 		if mayRetry && c.reused && ctx.Err() == nil && r.ContentLength == 0 {
-			return true, false
+			return true
 		}
 		g.upstreamFailed(ex, ctx, err)
-		return false, true
+		return false
 	}
 	c.limit = directMaxHeader
 	resp, err := http.ReadResponse(c.br, r)
@@ -284,10 +280,10 @@ func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req [
 		c.nc.Close()
 		if mayRetry && c.reused && ctx.Err() == nil && replayable(r) &&
 			(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
-			return true, false // the upstream closed the idle connection as the request went out
+			return true // the upstream closed the idle connection as the request went out
 		}
 		g.upstreamFailed(ex, ctx, err)
-		return false, true
+		return false
 	}
 	c.limit = -1
 	c.nc.SetDeadline(time.Time{})
@@ -297,7 +293,7 @@ func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req [
 		stop()
 		c.nc.Close()
 		g.upstreamFailed(ex, ctx, ctx.Err())
-		return false, true
+		return false
 	}
 
 	removeHopByHop(resp.Header)
@@ -359,7 +355,7 @@ func (g *Gateway) exchangeDirect(ex *exchange, r *http.Request, c *upConn, req [
 	} else {
 		ex.target.conns.put(c, ex.start)
 	}
-	return false, true
+	return false
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
@@ -379,20 +375,14 @@ func replayable(r *http.Request) bool {
 	return a || b
 }
 
-// upstreamFailed answers a request whose upstream could not be reached or did not answer.
+// upstreamFailed answers a request whose upstream could not be reached or did not answer. The
+// route's timeout shows as the connection's deadline; a client that went away also moves the
+// deadline (to the past), so it is told apart by the request's context.
 func (g *Gateway) upstreamFailed(ex *exchange, ctx context.Context, err error) {
+	clientGone := ctx.Err() != nil
 	var ne net.Error
-	switch {
-	case ctx.Err() != nil:
-		ex.code, ex.w.status = "CLIENT_CLOSED", 499
-	case errors.As(err, &ne) && ne.Timeout() && !isDialError(err):
-		g.markFailed(ex.target)
-		ex.problem(http.StatusGatewayTimeout, keygate.CodeUpstreamTimeout, "the upstream did not answer in time")
-	default:
-		g.markFailed(ex.target)
-		g.log.Warn("gateway: upstream failed", "route", ex.route.name, "target", ex.target.url.Redacted(), "err", err)
-		ex.problem(http.StatusBadGateway, keygate.CodeUpstreamUnavailable, "the upstream is unavailable")
-	}
+	timedOut := !clientGone && errors.As(err, &ne) && ne.Timeout() && !isDialError(err)
+	g.upstreamError(ex, err, timedOut, clientGone)
 }
 
 func isDialError(err error) bool {
@@ -449,10 +439,10 @@ func removeHopByHop(h http.Header) {
 // cleaned path, the query without api_key, the client's fields without hop-by-hop ones, key
 // fields, client copies of X-Keygate-* or X-Forwarded-*, then keygate's own.
 func (g *Gateway) appendRequest(b []byte, ex *exchange, r *http.Request) []byte {
-	u := ex.target.url
+	path := ex.target.url.Path + ex.fwdPath
 	b = append(b, r.Method...)
 	b = append(b, ' ')
-	b = appendPath(b, u.Path+ex.fwdPath)
+	b = appendPath(b, path)
 	if ex.query != "" {
 		b = append(b, '?')
 		b = append(b, ex.query...)
@@ -481,7 +471,7 @@ func (g *Gateway) appendRequest(b []byte, ex *exchange, r *http.Request) []byte 
 		}
 	}
 	var id identity
-	g.identityOf(ex, r, r.Method, u.Path+ex.fwdPath, &id)
+	g.identityOf(ex, r, r.Method, path, &id)
 	b = appendField(b, "X-Request-Id", ex.reqID)
 	if ex.entry != nil {
 		b = appendField(b, "X-Keygate-Key-Id", id.keyID)

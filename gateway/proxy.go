@@ -197,17 +197,25 @@ var cacheStatusMiss = []string{"keygate; fwd=miss"}
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r.Context())
 	ex.stopTimer()
+	timedOut := context.Cause(r.Context()) == errUpstreamTimeout
 	var tooLarge *http.MaxBytesError
+	if !timedOut && errors.As(err, &tooLarge) {
+		ex.problem(http.StatusRequestEntityTooLarge, keygate.CodePayloadTooLarge, "the request body is larger than this route accepts")
+		return
+	}
+	g.upstreamError(ex, err, timedOut, r.Context().Err() != nil)
+}
+
+// upstreamError answers a request whose upstream did not answer: 504 when the route's timeout
+// ran out, 499 (nginx's name; nobody reads it) when the client had gone, else 502. A timeout or a
+// failure takes the target out of rotation for the passive-health cooldown.
+func (g *Gateway) upstreamError(ex *exchange, err error, timedOut, clientGone bool) {
 	switch {
-	case context.Cause(r.Context()) == errUpstreamTimeout:
+	case timedOut:
 		g.markFailed(ex.target)
 		ex.problem(http.StatusGatewayTimeout, keygate.CodeUpstreamTimeout, "the upstream did not answer in time")
-	case errors.As(err, &tooLarge):
-		ex.problem(http.StatusRequestEntityTooLarge, keygate.CodePayloadTooLarge, "the request body is larger than this route accepts")
-	case r.Context().Err() != nil:
-		// The client went away; nobody reads an answer. 499 is nginx's name for it.
-		ex.code = "CLIENT_CLOSED"
-		ex.w.status = 499
+	case clientGone:
+		ex.code, ex.w.status = "CLIENT_CLOSED", 499
 	default:
 		g.markFailed(ex.target)
 		g.log.Warn("gateway: upstream failed", "route", ex.route.name, "target", ex.target.url.Redacted(), "err", redactErr(err))

@@ -151,7 +151,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ex.target = up.pick()
-	if g.direct && directEligible(r, ex.target) {
+	if directEligible(r, ex.target) {
 		g.forwardDirect(ex, r)
 		return
 	}

@@ -68,7 +68,8 @@ type target struct {
 	downUntil atomic.Int64
 	// activeDown is set by the active checker while the target fails its checks.
 	activeDown atomic.Bool
-	// conns are the direct forwarder's keep-alive connections; nil for targets it does not serve.
+	// conns are the direct forwarder's keep-alive connections; nil for targets it does not serve
+	// (not plain HTTP, or the forwarder is off: Options.Transport or ReverseProxyOnly).
 	conns *upstreamConns
 }
 
