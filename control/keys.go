@@ -458,30 +458,27 @@ func newLookups(r keygate.Reader) *lookups {
 }
 
 func (l *lookups) consumer(ctx context.Context, id string) (*keygate.Consumer, error) {
-	if c, ok := l.consumers[id]; ok {
-		return c, nil
-	}
-	c, err := l.r.Consumer(ctx, id)
-	if err != nil && keygate.ErrorCode(err) != keygate.CodeNotFound {
-		return nil, err
-	}
-	l.consumers[id] = c
-	return c, nil
+	return remembered(ctx, l.consumers, id, l.r.Consumer)
 }
 
 func (l *lookups) plan(ctx context.Context, name string) (*keygate.Plan, error) {
 	if name == "" {
 		return nil, nil
 	}
-	if p, ok := l.plans[name]; ok {
-		return p, nil
+	return remembered(ctx, l.plans, name, l.r.Plan)
+}
+
+// remembered reads key once per lookups: a missing row is remembered as nil.
+func remembered[T any](ctx context.Context, seen map[string]*T, key string, read func(context.Context, string) (*T, error)) (*T, error) {
+	if v, ok := seen[key]; ok {
+		return v, nil
 	}
-	p, err := l.r.Plan(ctx, name)
+	v, err := read(ctx, key)
 	if err != nil && keygate.ErrorCode(err) != keygate.CodeNotFound {
 		return nil, err
 	}
-	l.plans[name] = p
-	return p, nil
+	seen[key] = v
+	return v, nil
 }
 
 // view returns the key object shown to callers: a copy with status, effective rate limits and
