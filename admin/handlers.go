@@ -226,17 +226,21 @@ func handleKeyCreate(ctl controlPlane) http.Handler {
 			return
 		}
 		k, plaintext, err := ctl.CreateKey(r.Context(), actorOf(r), in)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		body, err := withSecret(k, plaintext)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusCreated, body)
+		encodeNewKey(w, r, k, plaintext, err)
 	})
+}
+
+// encodeNewKey answers 201 with a key just made and its plaintext (shown this once), or err.
+func encodeNewKey(w http.ResponseWriter, r *http.Request, k *keygate.Key, plaintext string, err error) {
+	var body json.RawMessage
+	if err == nil {
+		body, err = withSecret(k, plaintext)
+	}
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	encode(w, r, http.StatusCreated, body)
 }
 
 func handleKeyList(ctl controlPlane, now func() time.Time) http.Handler {
@@ -329,16 +333,7 @@ func handleKeyRotate(ctl controlPlane) http.Handler {
 			grace = &d
 		}
 		k, plaintext, err := ctl.RotateKey(r.Context(), actorOf(r), r.PathValue("id"), grace)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		body, err := withSecret(k, plaintext)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		encode(w, r, http.StatusCreated, body)
+		encodeNewKey(w, r, k, plaintext, err)
 	})
 }
 
