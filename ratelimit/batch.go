@@ -9,14 +9,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// batcher runs the check script for concurrent Checks in shared pipelines: each worker takes the
-// calls waiting when it is free (never waiting for more), sends them as one pipeline of EVALSHAs
-// and hands each caller its own answer. A lone Check is one EVALSHA as before; under load, many
-// Checks share one write and one read, which is where a Redis round trip spends its time. Each
-// Check still runs its own script atomically, so decisions are exactly as without batching.
+// batcher runs the check script for concurrent Checks in shared round trips: each worker takes
+// the calls waiting when it is free (never waiting for more) and sends them as one EVALSHA of
+// check.lua, which decides them one after the other and answers each its own part. A lone Check
+// is one EVALSHA of one Check; under load, many Checks share one write, one read and one script
+// call, which is where a Redis round trip spends its time (on both sides). Each Check is still
+// decided atomically and all-or-nothing, exactly as if it had been sent alone.
 type batcher struct {
 	client redis.UniversalClient
 	script *redis.Script
+	head   []any // ARGV[2], ARGV[3] of every call: seeding on or off, a quota counter's grace in ms
 	calls  chan *evalCall
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -28,7 +30,7 @@ type batcher struct {
 type evalCall struct {
 	ctx  context.Context
 	keys []string
-	args []any
+	args []any // the Check's cost, then 5 values per limit (see check.lua)
 	res  []int64
 	err  error
 	done chan struct{}
@@ -43,12 +45,17 @@ const (
 )
 
 const (
-	batchWorkers = 4  // pipelines in flight at once
-	batchMax     = 64 // Checks in one pipeline
+	batchWorkers = 4  // round trips in flight at once
+	batchMax     = 64 // Checks in one round trip
 )
 
-func newBatcher(client redis.UniversalClient, script *redis.Script) *batcher {
-	b := &batcher{client: client, script: script, calls: make(chan *evalCall), stop: make(chan struct{})}
+func newBatcher(client redis.UniversalClient, script *redis.Script, seeded bool, grace time.Duration) *batcher {
+	seed := 0
+	if seeded {
+		seed = 1
+	}
+	b := &batcher{client: client, script: script, head: []any{seed, grace.Milliseconds()},
+		calls: make(chan *evalCall), stop: make(chan struct{})}
 	for range batchWorkers {
 		b.wg.Add(1)
 		go b.work()
@@ -129,56 +136,70 @@ func (b *batcher) exec(batch []*evalCall) {
 		ctx, cancel = context.WithDeadline(ctx, d)
 		defer cancel()
 	}
-	if len(batch) == 1 {
-		c := batch[0]
-		c.res, c.err = b.eval(ctx, c)
-		b.deliver(c)
-		return
-	}
-	pipe := b.client.Pipeline()
-	cmds := make([]*redis.IntSliceCmd, len(batch))
-	for i, c := range batch {
-		cmds[i] = evalShaCmd(ctx, b.script.Hash(), c)
-		_ = pipe.Process(ctx, cmds[i])
-	}
-	_, _ = pipe.Exec(ctx) // errors are per command
-	for i, c := range batch {
-		res, err := cmds[i].Result()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			res, err = b.eval(ctx, c)
+	res, err := b.eval(ctx, batch)
+	for _, c := range batch {
+		c.res, c.err = nil, err
+		if err == nil {
+			c.res, res, c.err = splitAnswer(res)
 		}
-		c.res, c.err = res, err
 		b.deliver(c)
 	}
 }
 
-// evalShaCmd is EVALSHA with a reply read straight into []int64 (the script answers integers
-// only): the generic command would box every value of the reply.
-func evalShaCmd(ctx context.Context, sha string, c *evalCall) *redis.IntSliceCmd {
-	args := make([]any, 0, 3+len(c.keys)+len(c.args))
-	args = append(args, "evalsha", sha, len(c.keys))
-	for _, k := range c.keys {
-		args = append(args, k)
+// splitAnswer takes one Check's answer off the front of the script's answer: its length, then
+// the answer itself.
+func splitAnswer(res []int64) (answer, rest []int64, err error) {
+	if len(res) == 0 || res[0] < 1 || res[0] > int64(len(res)-1) {
+		return nil, nil, errBadAnswer
 	}
-	args = append(args, c.args...)
-	return redis.NewIntSliceCmd(ctx, args...)
+	n := res[0]
+	answer, rest = res[1:1+n:1+n], res[1+n:]
+	if answer[0] == 3 && n == 1 {
+		return nil, rest, errNotCounter
+	}
+	return answer, rest, nil
 }
 
-// eval runs the script for one call, loading it first when Redis does not have it (a restarted
+const (
+	errBadAnswer  = batcherError("ratelimit: malformed answer from the check script")
+	errNotCounter = batcherError("ratelimit: a rate limit key in Redis holds something else than a counter")
+)
+
+// eval runs the script for the batch, loading it first when Redis does not have it (a restarted
 // or emptied Redis).
-func (b *batcher) eval(ctx context.Context, c *evalCall) ([]int64, error) {
-	res, err := b.process(ctx, c)
+func (b *batcher) eval(ctx context.Context, batch []*evalCall) ([]int64, error) {
+	res, err := b.process(ctx, batch)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		if err := b.script.Load(ctx, b.client).Err(); err != nil {
 			return nil, err
 		}
-		res, err = b.process(ctx, c)
+		res, err = b.process(ctx, batch)
 	}
 	return res, err
 }
 
-func (b *batcher) process(ctx context.Context, c *evalCall) ([]int64, error) {
-	cmd := evalShaCmd(ctx, b.script.Hash(), c)
+// process is one EVALSHA of the batch, its answer read straight into []int64 (the script
+// answers integers only: the generic command would box every value).
+func (b *batcher) process(ctx context.Context, batch []*evalCall) ([]int64, error) {
+	nkeys, nargs := 0, 0
+	for _, c := range batch {
+		nkeys += len(c.keys)
+		nargs += 1 + len(c.args)
+	}
+	args := make([]any, 0, 4+nkeys+len(b.head)+nargs)
+	args = append(args, "evalsha", b.script.Hash(), nkeys)
+	for _, c := range batch {
+		for _, k := range c.keys {
+			args = append(args, k)
+		}
+	}
+	args = append(args, len(batch))
+	args = append(args, b.head...)
+	for _, c := range batch {
+		args = append(args, len(c.keys))
+		args = append(args, c.args...)
+	}
+	cmd := redis.NewIntSliceCmd(ctx, args...)
 	_ = b.client.Process(ctx, cmd)
 	return cmd.Result()
 }

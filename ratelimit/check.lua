@@ -1,15 +1,30 @@
--- keygate rate limiter: one Check, all-or-nothing, on Redis TIME.
--- KEYS[i]: the counter of limit i (a quota's counter is KEYS[i] .. ':' .. its calendar period).
--- ARGV[1] cost, ARGV[2] "1" when missing quota counters must be seeded by the caller,
--- ARGV[3] ms a quota counter outlives its period; then per limit 5 values:
--- kind (0 window, 1 day, 2 month), limit, and for windows the period P in µs and q, rm with
--- P = q×limit + rm: the emission interval T = P/limit is q + rm/limit, exactly (see gcra in
--- math.go). A window's counter is its TAT "us:frac", meaning us + frac/limit µs.
--- Returns {1 allowed | 0 refused, denied index (0-based) or -1, retry µs, now µs,
---          then per limit: remaining, reset µs, used (quotas), period start s (quotas)}
--- or, when quota counters are missing, {2, count, then per missing: index, period start s}.
+-- keygate rate limiter: a batch of Checks, each all-or-nothing, on Redis TIME.
+-- One call decides every Check that waited for the same round trip: Redis then parses one
+-- command, enters Lua once and reads TIME and the calendar once for all of them. The Checks are
+-- decided one after the other, each exactly as if it had been sent alone. The script does only
+-- what must be atomic (read, decide, write); the caller works out remaining and reset from the
+-- counters it answers.
+--
+-- ARGV[1] number of Checks, ARGV[2] "1" when missing quota counters must be seeded by the caller,
+-- ARGV[3] ms a quota counter outlives its period; then per Check: its number of limits n, its
+-- cost, and per limit, by its first value x:
+--   x > 0: a window of limit x, then q and rm: its period P is q×x + rm µs and its emission
+--          interval T = P/x is q + rm/x, exactly (see gcra in math.go);
+--   x = 0: a window that refuses everything (no valid limit or period);
+--   x < 0: a quota, -1 per UTC day or -2 per UTC month, then its limit.
+-- KEYS: per Check, the counter of each of its limits in order. A window's counter holds its
+-- TAT, us + frac/limit µs, as "us:frac:expiry" (the expiry, unix ms, it was last given); a
+-- quota's counter is KEYS[i] .. ':' .. its calendar period and holds the usage.
+-- Returns, per Check, the length of its answer and then the answer:
+--   {1 allowed | 0 refused, denied index (0-based) or -1, retry µs, now µs,
+--    then per limit two values: a window's TAT us and frac after the Check, a quota's usage
+--    after the Check and its period's start s},
+--   or, when quota counters are missing, {2, count, then per missing: index, period start s}
+--   (nothing consumed: the caller seeds them and asks again),
+--   or {3} when a quota counter holds something else than a number (nothing consumed; the
+--   caller's Check fails).
 
-local floor, min, max, tonumber, format, match = math.floor, math.min, math.max, tonumber, string.format, string.match
+local floor, tonumber, format, match, unpack, rcall = math.floor, tonumber, string.format, string.match, unpack, redis.call
 
 local function civil(z) -- days since 1970-01-01 -> year, month (H. Hinnant's civil_from_days)
   z = z + 719468
@@ -33,127 +48,170 @@ local function days(y, m) -- days since 1970-01-01 of y-m-01 (days_from_civil)
   return era * 146097 + doe - 719468
 end
 
-local t = redis.call('TIME')
+local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cost = tonumber(ARGV[1])
 local seeded = ARGV[2] == '1'
 local grace = tonumber(ARGV[3])
-local need = cost
-if need < 1 then need = 1 end
 
-local n = #KEYS
-local missing = nil
-local allowed, denied, retry = 1, -1, 0
-
--- Per limit i, 10 slots from (i-1)*10: kind, limit, P, q, rm (parsed once), then the counter's
--- value (TAT or usage), the TAT's fraction, the quota counter's key, the period's start and end.
--- One flat table, sized for 4 limits up front: Lua tables cost more to grow than to fill.
-local st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-for i = 1, n do
-  local a, b = 3 + (i - 1) * 5, (i - 1) * 10
-  local kind, lim, P, q, rm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  st[b + 1], st[b + 2], st[b + 3], st[b + 4], st[b + 5] = kind, lim, P, q, rm
-  local ok, r = false, 0
-  if kind == 0 then
-    local tat, frac = 0, 0
-    local v = redis.call('GET', KEYS[i])
-    if v then
-      local a, f = match(v, '^(%d+):(%d+)$')
-      tat, frac = tonumber(a) or 0, tonumber(f) or 0
+-- The calendar periods of now (start s, end s, counter suffix), worked out once per batch when
+-- the first quota needs them.
+local today = floor(now / 86400000000)
+local dayS, dayE, daySuffix, monS, monE, monSuffix
+local function period(kind)
+  if kind == 1 then
+    if not dayS then
+      dayS, dayE, daySuffix = today * 86400, today * 86400 + 86400, format(':d%d', today)
     end
-    if tat < now then tat, frac = now, 0 end
-    if frac >= lim then frac = 0 end
-    st[b + 6], st[b + 7] = tat, frac
-    if P <= 0 or lim < 1 then
-      r = 1000000
-    elseif need > lim then
-      r = P
-    else
-      local s = frac + need * rm
-      local ns, f = tat + need * q + floor(s / lim), s % lim
-      local ahead = ns - now
-      ok = ahead < P or (ahead == P and f == 0)
-      r = ahead - P
-      if f > 0 then r = r + 1 end
-    end
-  else
-    local d = floor(now / 86400000000)
-    local s, e, suffix
-    if kind == 1 then
-      s = d * 86400
-      e = s + 86400
-      suffix = format('d%d', d)
-    else
-      local y, m = civil(d)
-      s = days(y, m) * 86400
-      if m == 12 then e = days(y + 1, 1) * 86400 else e = days(y, m + 1) * 86400 end
-      suffix = format('m%04d%02d', y, m)
-    end
-    st[b + 9], st[b + 10] = s, e
-    local k = KEYS[i] .. ':' .. suffix
-    st[b + 8] = k
-    local v = redis.call('GET', k)
-    if v then
-      st[b + 6] = tonumber(v)
-    else
-      st[b + 6] = 0
-      if seeded then missing = missing or {}; missing[#missing + 1] = i end
-    end
-    ok = lim >= 1 and st[b + 6] + need <= lim
-    r = e * 1000000 - now
+    return dayS, dayE, daySuffix
   end
-  if not ok then
-    if allowed == 1 or r > retry then
-      denied, retry = i - 1, r
-    end
-    allowed = 0
+  if not monS then
+    local y, m = civil(today)
+    monS = days(y, m) * 86400
+    if m == 12 then monE = days(y + 1, 1) * 86400 else monE = days(y, m + 1) * 86400 end
+    monSuffix = format(':m%04d%02d', y, m)
   end
+  return monS, monE, monSuffix
 end
 
-if missing then
-  local out = {2, #missing}
-  for _, i in ipairs(missing) do
-    out[#out + 1] = i - 1
-    out[#out + 1] = st[(i - 1) * 10 + 9]
-  end
-  return out
-end
+-- Per limit i of the current Check, 8 slots from (i-1)*8: kind (0 window, 1 day, 2 month),
+-- limit, q, rm, then a window's TAT, fraction and expiry, or a quota's usage, counter key and
+-- period start. One flat table, reused by every Check of the batch.
+local st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local names, out, o = {}, {}, 0 -- names: the current Check's counters
 
-local consume = allowed == 1 and cost > 0
-local out = {allowed, denied, retry, now}
-local o = 4
-for i = 1, n do
-  local b = (i - 1) * 10
-  local kind, lim, P, q, rm = st[b + 1], st[b + 2], st[b + 3], st[b + 4], st[b + 5]
-  if kind == 0 then
-    local tat, frac = st[b + 6], st[b + 7]
-    local rem = 0
-    if P > 0 and lim >= 1 then
-      if consume then
-        local s = frac + cost * rm
-        tat, frac = tat + cost * q + floor(s / lim), s % lim
-        redis.call('SET', KEYS[i], format('%d:%d', tat, frac), 'PX', floor((tat - now) / 1000) + 1)
-      end
-      local free = P - (tat - now)
-      if free > 0 then
-        if rm == 0 then rem = floor(free / q) else rem = floor((free * lim - frac) / P) end
-        rem = min(max(rem, 0), lim)
-      end
+local k0, a = 0, 4 -- KEYS and ARGV read so far
+for _ = 1, tonumber(ARGV[1]) do
+  local n, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local need = cost
+  if need < 1 then need = 1 end
+  for i = 1, n do
+    local b, x = (i - 1) * 8, tonumber(ARGV[a])
+    if x > 0 then
+      st[b + 1], st[b + 2], st[b + 3], st[b + 4] = 0, x, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      names[i] = KEYS[k0 + i]
+      a = a + 3
+    elseif x == 0 then
+      st[b + 1], st[b + 2] = 0, 0
+      names[i] = KEYS[k0 + i]
+      a = a + 1
+    else
+      local s, e, suffix = period(-x)
+      local k = KEYS[k0 + i] .. suffix
+      st[b + 1], st[b + 2], st[b + 7], st[b + 8] = -x, tonumber(ARGV[a + 1]), k, s
+      names[i] = k
+      a = a + 2
     end
-    local reset = tat - now
-    if frac > 0 then reset = reset + 1 end
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = rem, reset, 0, 0
-  else
-    local used = st[b + 6]
-    if consume then
-      used = redis.call('INCRBY', st[b + 8], cost)
-      if used == cost then
-        redis.call('PEXPIREAT', st[b + 8], format('%d', st[b + 10] * 1000 + grace))
-      end
-    end
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = min(max(lim - used, 0), max(lim, 0)), st[b + 10] * 1000000 - now, used, st[b + 9]
   end
-  o = o + 4
+
+  -- Pass 1: read every counter at once (a key of another type reads as missing: a window's is
+  -- overwritten, a quota's fails the Check) and decide, touching nothing.
+  local vals = rcall('MGET', unpack(names, 1, n))
+  local allowed, denied, retry, missing, odd = 1, -1, 0, nil, false
+  for i = 1, n do
+    local b = (i - 1) * 8
+    local kind, lim, v = st[b + 1], st[b + 2], vals[i]
+    local ok, r = false, 0
+    if kind == 0 then
+      local tat, frac, exp = now, 0, 0
+      if v then
+        local us, f, e = match(v, '^(%d+):(%d+):?(%d*)$')
+        us, f = tonumber(us) or 0, tonumber(f) or 0
+        if us >= now then tat, frac = us, f end
+        if frac >= lim then frac = 0 end
+        exp = tonumber(e) or 0
+      end
+      st[b + 5], st[b + 6], st[b + 7] = tat, frac, exp
+      if lim < 1 then
+        r = 1000000
+      else
+        local q, rm = st[b + 3], st[b + 4]
+        local P = q * lim + rm
+        if need > lim then
+          r = P
+        else
+          local s = frac + need * rm
+          local ahead = tat + need * q + floor(s / lim) - now
+          local f = s % lim
+          ok = ahead < P or (ahead == P and f == 0)
+          r = ahead - P
+          if f > 0 then r = r + 1 end
+        end
+      end
+    else
+      local used = 0
+      if v then
+        used = tonumber(v) or 0
+      elseif rcall('EXISTS', st[b + 7]) == 1 then
+        odd = true
+      elseif seeded then
+        missing = missing or {}
+        missing[#missing + 1] = i
+      end
+      st[b + 5] = used
+      ok = lim >= 1 and used + need <= lim
+      local _, e = period(kind)
+      r = e * 1000000 - now
+    end
+    if not ok then
+      if allowed == 1 or r > retry then
+        denied, retry = i - 1, r
+      end
+      allowed = 0
+    end
+  end
+
+  if odd then
+    out[o + 1], out[o + 2] = 1, 3
+    o = o + 2
+  elseif missing then
+    out[o + 1], out[o + 2], out[o + 3] = 2 + 2 * #missing, 2, #missing
+    o = o + 3
+    for _, i in ipairs(missing) do
+      out[o + 1], out[o + 2] = i - 1, st[(i - 1) * 8 + 8]
+      o = o + 2
+    end
+  else
+    -- Pass 2: consume, only when every limit agreed, and answer the counters.
+    local consume = allowed == 1 and cost > 0
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 4 + 2 * n, allowed, denied, retry, now
+    o = o + 5
+    for i = 1, n do
+      local b = (i - 1) * 8
+      local kind, lim = st[b + 1], st[b + 2]
+      if kind == 0 then
+        local tat, frac = st[b + 5], st[b + 6]
+        if consume and lim >= 1 then
+          local q, rm = st[b + 3], st[b + 4]
+          local s = frac + cost * rm
+          tat, frac = tat + cost * q + floor(s / lim), s % lim
+          -- The key must outlive its TAT. Its expiry rides in the value: while it is late
+          -- enough the write keeps it (KEEPTTL); else it is set a period past the TAT, so that
+          -- a busy key pays for an expiry about once per period, not once per request.
+          local exp = st[b + 7]
+          if exp > floor(tat / 1000) then
+            rcall('SET', names[i], format('%d:%d:%d', tat, frac, exp), 'KEEPTTL')
+          else
+            exp = floor((tat + q * lim + rm) / 1000) + 1
+            rcall('SET', names[i], format('%d:%d:%d', tat, frac, exp), 'PXAT', format('%d', exp))
+          end
+        end
+        out[o + 1], out[o + 2] = tat, frac
+      else
+        local used = st[b + 5]
+        if consume then
+          used = rcall('INCRBY', names[i], cost)
+          if used == cost then
+            local _, e = period(kind)
+            rcall('PEXPIREAT', names[i], format('%d', e * 1000 + grace))
+          end
+        end
+        out[o + 1], out[o + 2] = used, st[b + 8]
+      end
+      o = o + 2
+    end
+  end
+  k0 = k0 + n
 end
 return out

@@ -90,7 +90,7 @@ func NewRedis(client redis.UniversalClient, opts ...Option) (*Redis, error) {
 		}
 	}
 	r.local = newMemory(o)
-	r.batch = newBatcher(client, r.script)
+	r.batch = newBatcher(client, r.script, o.seed != nil, quotaGrace)
 	r.batch.refund = r.refund
 	return r, nil
 }
@@ -161,25 +161,7 @@ func (r *Redis) Check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 // check is one Check against Redis: the script, and when it reports quota counters missing,
 // seeding them and running it once more.
 func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decision) error {
-	keys := make([]string, len(limits))
-	args := make([]any, 0, 3+5*len(limits))
-	seeded := 0
-	if r.o.seed != nil {
-		seeded = 1
-	}
-	args = append(args, cost, seeded, quotaGrace.Milliseconds())
-	for i := range limits {
-		l := &limits[i]
-		keys[i] = r.o.prefix + l.Key
-		kind, g := l.Kind, gcra{} // an unknown kind goes as a window that refuses (g zero)
-		switch {
-		case kind == Window:
-			g, _ = newGCRA(l.Limit, int64((l.Period+time.Microsecond-1)/time.Microsecond))
-		case !kind.isQuota():
-			kind = Window
-		}
-		args = append(args, uint8(kind), l.Limit, g.period, g.q, g.r)
-	}
+	keys, args := r.scriptArgs(limits, cost)
 	for attempt := 0; ; attempt++ {
 		var vals []int64
 		err := r.do(ctx, func(tctx context.Context) (err error) {
@@ -202,6 +184,37 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 			return err
 		}
 	}
+}
+
+// scriptArgs returns a Check's part of the script's KEYS and ARGV: the counter of each limit, and
+// the cost followed by each limit's values (see check.lua).
+func (r *Redis) scriptArgs(limits []Limit, cost int64) ([]string, []any) {
+	keys := make([]string, len(limits))
+	args := make([]any, 0, 1+3*len(limits))
+	args = append(args, cost)
+	for i := range limits {
+		l := &limits[i]
+		keys[i] = r.o.prefix + l.Key
+		switch {
+		case l.Kind.isQuota():
+			args = append(args, -int64(l.Kind), l.Limit)
+		default:
+			if g, ok := l.gcraMicros(); ok {
+				args = append(args, g.limit, g.q, g.r)
+			} else {
+				args = append(args, 0) // an invalid window, or an unknown kind: refuses
+			}
+		}
+	}
+	return keys, args
+}
+
+// gcraMicros is the arithmetic of a window in the script's unit, µs (the period rounded up).
+func (l *Limit) gcraMicros() (gcra, bool) {
+	if l.Kind != Window {
+		return gcra{}, false
+	}
+	return newGCRA(l.Limit, int64((l.Period+time.Microsecond-1)/time.Microsecond))
 }
 
 // do runs fn under the per-call timeout. A client that ignores context deadlines is run in a
@@ -236,7 +249,7 @@ var refundScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then r
 // requests have moved it on.
 func (r *Redis) refund(keys []string, args []any, vals []int64) {
 	n := len(keys)
-	if len(vals) != 4+4*n || vals[0] != 1 || len(args) != 3+5*n {
+	if len(vals) != 4+2*n || vals[0] != 1 || len(args) < 1+2*n {
 		return // refused (nothing consumed) or a missing-counter answer (nothing run)
 	}
 	cost, _ := args[0].(int64)
@@ -244,12 +257,18 @@ func (r *Redis) refund(keys []string, args []any, vals []int64) {
 		return
 	}
 	var todo []string
-	for i := range n {
-		kind, ok := args[3+5*i].(uint8)
-		if !ok || !Kind(kind).isQuota() {
-			continue
+	for i, a := 0, 1; i < n && a < len(args); i++ {
+		x, _ := args[a].(int64)
+		switch {
+		case x > 0:
+			a += 3
+		case x == 0:
+			a++
+		default:
+			a += 2
+			kind := Kind(-x)
+			todo = append(todo, keys[i]+":"+periodSuffix(kind, time.Unix(vals[4+2*i+1], 0).UTC()))
 		}
-		todo = append(todo, keys[i]+":"+periodSuffix(Kind(kind), time.Unix(vals[4+4*i+3], 0).UTC()))
 	}
 	if len(todo) == 0 {
 		return
@@ -323,8 +342,10 @@ func periodSuffix(kind Kind, start time.Time) string {
 }
 
 // decision fills d from the script's answer and remembers the quota usage for the fallback.
+// The script answers the counters after the Check; remaining and reset are worked out here, with
+// the same arithmetic as the memory limiter.
 func (r *Redis) decision(limits []Limit, vals []int64, d *Decision) error {
-	if len(vals) != 4+4*len(limits) {
+	if len(vals) != 4+2*len(limits) {
 		return fmt.Errorf("ratelimit: script answered %d values for %d limits", len(vals), len(limits))
 	}
 	d.Allowed, d.Denied = vals[0] == 1, int(vals[1])
@@ -332,24 +353,27 @@ func (r *Redis) decision(limits []Limit, vals []int64, d *Decision) error {
 	if !d.Allowed {
 		d.RetryAfter = max(time.Duration(vals[2])*time.Microsecond, time.Microsecond)
 	}
+	now := vals[3]
 	d.States = d.States[:0]
 	learned := int64(0)
 	for i := range limits {
 		l := &limits[i]
-		v := vals[4+4*i:]
-		st := State{
-			Name: l.Name, Kind: l.Kind, Limit: l.Limit,
-			Remaining: v[0],
-			Reset:     max(time.Duration(v[1])*time.Microsecond, 0),
-			Window:    l.Period,
-		}
+		v := vals[4+2*i:]
+		st := State{Name: l.Name, Kind: l.Kind, Limit: l.Limit, Window: l.Period}
 		if l.Kind.isQuota() {
-			start, end := periodBounds(l.Kind, v[3]*int64(time.Second))
+			used := v[0]
+			start, end := periodBounds(l.Kind, v[1]*int64(time.Second))
+			st.Remaining = min(max(l.Limit-used, 0), max(l.Limit, 0))
+			st.Reset = max(time.Duration(end-now*int64(time.Microsecond)), 0)
 			st.Window = time.Duration(end - start)
 			if learned == 0 {
 				learned = r.o.now().UnixNano()
 			}
-			r.local.remember(l.Key, l.Kind, start, end, v[2], learned)
+			r.local.remember(l.Key, l.Kind, start, end, used, learned)
+		} else if g, ok := l.gcraMicros(); ok {
+			tat, frac := v[0], v[1]
+			st.Remaining = g.remaining(tat, frac, now)
+			st.Reset = max(time.Duration(ceilSince(tat, frac, now))*time.Microsecond, 0)
 		}
 		d.States = append(d.States, st)
 	}

@@ -105,7 +105,7 @@ func TestRedisKeys(t *testing.T) {
 		key    string
 		maxTTL time.Duration
 	}{
-		{prefix + "k:test:w", time.Second},
+		{prefix + "k:test:w", 2 * time.Second}, // its TAT (≤ 1 s ahead) + one period
 		{prefix + "k:test:d:" + periodSuffix(QuotaDay, tm.UTC()), 25 * time.Hour},
 		{prefix + "k:test:m:" + periodSuffix(QuotaMonth, tm.UTC()), 32 * 24 * time.Hour},
 	} {
@@ -117,11 +117,53 @@ func TestRedisKeys(t *testing.T) {
 	}
 }
 
+// TestRedisWindowExpiry: a window's key always outlives its TAT, whether a write kept the key's
+// expiry or moved it on (the script sets it about once per period).
+func TestRedisWindowExpiry(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	r := newTestRedis(t, c, WithPrefix(prefix))
+	ctx := context.Background()
+	key := prefix + "k:test:w"
+	limits := []Limit{window("w", 20, 300*time.Millisecond)}
+	moved := map[int64]bool{}
+	for i := range 60 {
+		check(t, r, limits, int64(1+i%3))
+		v, err := c.Get(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ttl, err := c.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		now, err := c.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tat, frac, exp int64
+		if _, err := fmt.Sscanf(v, "%d:%d:%d", &tat, &frac, &exp); err != nil {
+			t.Fatalf("value %q: %v", v, err)
+		}
+		moved[exp] = true
+		left := time.Duration(tat-now.UnixMicro()) * time.Microsecond
+		if ttl <= 0 || ttl < left {
+			t.Fatalf("check %d: key expires in %v, its TAT is %v ahead", i, ttl, left)
+		}
+		if expiresAt := now.Add(ttl); expiresAt.UnixMilli() > exp+1 || expiresAt.UnixMilli() < exp-2 {
+			t.Fatalf("check %d: key expires at %d ms, value says %d", i, expiresAt.UnixMilli(), exp)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(moved) < 2 || len(moved) > 30 {
+		t.Fatalf("expiry set %d times in 60 checks over ~0.6 s of a 0.3 s window; want a few", len(moved))
+	}
+}
+
 // TestRedisCalendar checks check.lua's calendar arithmetic against Go's for every day of
 // 1970-2200.
 func TestRedisCalendar(t *testing.T) {
 	c, _ := sharedClient(t, nil)
-	funcs := checkLua[:strings.Index(checkLua, "local t = redis.call('TIME')")]
+	funcs := checkLua[:strings.Index(checkLua, "local t = rcall('TIME')")]
 	script := funcs + `
 local out = {}
 for z = tonumber(ARGV[1]), tonumber(ARGV[2]) do
@@ -576,5 +618,105 @@ func TestRedisAbandonedChecksRefunded(t *testing.T) {
 			t.Fatalf("quota used %d after %d refunds; want 10 (the 40 abandoned Checks given back)", used(), r.refunds.Load())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedisBatch sends Checks with every kind of answer as one batch (one EVALSHA): each is
+// decided as if alone, in order, and one Check's trouble is its own.
+func TestRedisBatch(t *testing.T) {
+	c, prefix := sharedClient(t, nil)
+	ctx := context.Background()
+	r := newTestRedis(t, c, WithPrefix(prefix), WithSeed(func(context.Context, string, Kind, time.Time) (int64, error) {
+		return 0, nil
+	}))
+	now, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keys of another type: a window's is overwritten, a quota's fails its Check.
+	oddQuota := prefix + "k:test:oddq:" + periodSuffix(QuotaMonth, now.UTC())
+	for _, k := range []string{prefix + "k:test:oddw", oddQuota} {
+		if err := c.HSet(ctx, k, "f", "v").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dayKey := prefix + "k:test:seeded:" + periodSuffix(QuotaDay, now.UTC())
+	if err := c.Set(ctx, dayKey, 4, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pair := []Limit{window("pair", 2, time.Hour)}
+	seeded := []Limit{window("w1", 100, time.Hour), quota("seeded", QuotaDay, 5)}
+	cases := []struct {
+		limits  []Limit
+		cost    int64
+		want    string // allowed, refused, missing or error
+		remains int64  // of the first limit, when decided
+	}{
+		{pair, 1, "allowed", 1},
+		{pair, 1, "allowed", 0},
+		{pair, 1, "refused", 0},
+		{[]Limit{window("w2", 100, time.Hour), quota("fresh", QuotaMonth, 10)}, 1, "missing", 0},
+		{[]Limit{window("w3", 100, time.Hour), quota("oddq", QuotaMonth, 10)}, 1, "error", 0},
+		{[]Limit{window("oddw", 10, time.Hour)}, 1, "allowed", 9},
+		{seeded, 1, "allowed", 99},
+		{seeded, 1, "refused", 99}, // 4 used + 1 = 5 of 5
+		{pair, 0, "refused", 0},    // cost 0 asks whether one more would pass
+	}
+	batch := make([]*evalCall, len(cases))
+	for i, tc := range cases {
+		keys, args := r.scriptArgs(tc.limits, tc.cost)
+		batch[i] = &evalCall{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
+	}
+	hook := &roundTrips{}
+	c.AddHook(hook)
+	r.batch.exec(batch)
+	if n := hook.n.Load(); n > 3 { // EVALSHA, and on a fresh Redis NOSCRIPT, SCRIPT LOAD, EVALSHA
+		t.Fatalf("%d round trips for one batch", n)
+	}
+	for i, tc := range cases {
+		call := batch[i]
+		<-call.done
+		got := "error"
+		switch {
+		case call.err != nil:
+		case call.res[0] == 2:
+			got = "missing"
+		case call.res[0] == 1:
+			got = "allowed"
+		case call.res[0] == 0:
+			got = "refused"
+		}
+		if got != tc.want {
+			t.Errorf("check %d: %s (%v, %v); want %s", i, got, call.res, call.err, tc.want)
+			continue
+		}
+		if got == "error" && !errors.Is(call.err, errNotCounter) {
+			t.Errorf("check %d: error %v; want errNotCounter", i, call.err)
+		}
+		if got == "allowed" || got == "refused" {
+			var d Decision
+			if err := r.decision(tc.limits, call.res, &d); err != nil {
+				t.Fatalf("check %d: %v", i, err)
+			}
+			if d.States[0].Remaining != tc.remains {
+				t.Errorf("check %d: remaining %d; want %d", i, d.States[0].Remaining, tc.remains)
+			}
+		}
+	}
+	// Nothing was written for the refused, missing and failed Checks.
+	for _, k := range []string{"k:test:w2", "k:test:w3"} {
+		if n, err := c.Exists(ctx, prefix+k).Result(); err != nil || n != 0 {
+			t.Errorf("%s exists (%d, %v): a Check that was not decided wrote it", k, n, err)
+		}
+	}
+	if typ, _ := c.Type(ctx, oddQuota).Result(); typ != "hash" {
+		t.Errorf("the odd quota counter is a %s now; want the hash left alone", typ)
+	}
+	if typ, _ := c.Type(ctx, prefix+"k:test:oddw").Result(); typ != "string" {
+		t.Errorf("the odd window counter is a %s now; want a window's counter", typ)
+	}
+	used, err := c.Get(ctx, dayKey).Int64()
+	if err != nil || used != 5 {
+		t.Errorf("seeded quota used %d, %v; want 5", used, err)
 	}
 }
