@@ -372,6 +372,9 @@ func (r *Redis) decision(limits []Limit, vals []int64, d *Decision) error {
 			r.local.remember(l.Key, l.Kind, start, end, used, learned)
 		} else if g, ok := l.gcraMicros(); ok {
 			tat, frac := v[0], v[1]
+			if tat < now || frac < 0 || frac >= g.limit { // never from the script: no panic on a bad answer
+				tat, frac = max(tat, now), 0
+			}
 			st.Remaining = g.remaining(tat, frac, now)
 			st.Reset = max(time.Duration(ceilSince(tat, frac, now))*time.Microsecond, 0)
 		}

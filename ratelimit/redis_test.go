@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -718,5 +719,47 @@ func TestRedisBatch(t *testing.T) {
 	used, err := c.Get(ctx, dayKey).Int64()
 	if err != nil || used != 5 {
 		t.Errorf("seeded quota used %d, %v; want 5", used, err)
+	}
+}
+
+// TestRedisDecisionAnyAnswer: whatever numbers come back from Redis, decision answers or
+// errs, and never panics (the script always sends TATs at or after its now; a broken proxy in
+// front of Redis or a foreign script might not).
+func TestRedisDecisionAnyAnswer(t *testing.T) {
+	r, err := NewRedis(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})) // never dialled
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	limits := []Limit{window("a", 10, time.Second), window("b", 7, time.Minute), quota("q", QuotaMonth, 1000), window("bad", 0, 0)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func() int64 {
+		switch rng.IntN(5) {
+		case 0:
+			return 0
+		case 1:
+			return -rng.Int64()
+		case 2:
+			return rng.Int64N(100)
+		case 3:
+			return time.Now().UnixMicro() + rng.Int64N(1e8) - 5e7
+		}
+		return rng.Int64()
+	}
+	for range 20000 {
+		vals := make([]int64, 4+2*len(limits))
+		for i := range vals {
+			vals[i] = pick()
+		}
+		vals[0] = rng.Int64N(2)
+		var d Decision
+		if err := r.decision(limits, vals, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range d.States {
+			if st.Remaining < 0 || st.Remaining > max(st.Limit, 0) || st.Reset < 0 {
+				t.Fatalf("answer %v: state %+v", vals, st)
+			}
+		}
 	}
 }
