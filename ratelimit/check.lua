@@ -5,26 +5,31 @@
 -- what must be atomic (read, decide, write); the caller works out remaining and reset from the
 -- counters it answers.
 --
+-- Counters live in one hash per owner (a limit key "k:42:burst" is field "burst" of hash
+-- "k:42"), so that a Check reads each owner's counters with one HMGET and writes them with one
+-- HSET. A window's field holds its TAT, us + frac/limit µs, as "us:frac"; a quota's field is
+-- its name and calendar period ("quota:m202611", "daily:d20786") and holds the usage. Field
+-- ":exp" holds the hash's expiry (unix ms), moved on only when a counter needs it later: past a
+-- window's TAT, an hour past a quota's period.
+--
 -- ARGV[1] number of Checks, ARGV[2] "1" when missing quota counters must be seeded by the caller,
 -- ARGV[3] ms a quota counter outlives its period; then per Check: its number of limits n, its
--- cost, and per limit, by its first value x:
+-- cost, and per limit its field, then by its next value x:
 --   x > 0: a window of limit x, then q and rm: its period P is q×x + rm µs and its emission
 --          interval T = P/x is q + rm/x, exactly (see gcra in math.go);
 --   x = 0: a window that refuses everything (no valid limit or period);
 --   x < 0: a quota, -1 per UTC day or -2 per UTC month, then its limit.
--- KEYS: per Check, the counter of each of its limits in order. A window's counter holds its
--- TAT, us + frac/limit µs, as "us:frac:expiry" (the expiry, unix ms, it was last given); a
--- quota's counter is KEYS[i] .. ':' .. its calendar period and holds the usage.
+-- KEYS: per Check, the owner hash of each of its limits in order.
 -- Returns, per Check, the length of its answer and then the answer:
 --   {1 allowed | 0 refused, denied index (0-based) or -1, retry µs, now µs,
 --    then per limit two values: a window's TAT us and frac after the Check, a quota's usage
 --    after the Check and its period's start s},
 --   or, when quota counters are missing, {2, count, then per missing: index, period start s}
 --   (nothing consumed: the caller seeds them and asks again),
---   or {3} when a quota counter holds something else than a number (nothing consumed; the
---   caller's Check fails).
+--   or {3} when an owner's key holds something else than a hash (nothing consumed; the caller's
+--   Check fails).
 
-local floor, tonumber, format, match, unpack, rcall = math.floor, tonumber, string.format, string.match, unpack, redis.call
+local floor, max, tonumber, format, match, unpack, rcall, pcall = math.floor, math.max, tonumber, string.format, string.match, unpack, redis.call, redis.pcall
 
 local function civil(z) -- days since 1970-01-01 -> year, month (H. Hinnant's civil_from_days)
   z = z + 719468
@@ -53,7 +58,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local seeded = ARGV[2] == '1'
 local grace = tonumber(ARGV[3])
 
--- The calendar periods of now (start s, end s, counter suffix), worked out once per batch when
+-- The calendar periods of now (start s, end s, field suffix), worked out once per batch when
 -- the first quota needs them.
 local today = floor(now / 86400000000)
 local dayS, dayE, daySuffix, monS, monE, monSuffix
@@ -73,56 +78,65 @@ local function period(kind)
   return monS, monE, monSuffix
 end
 
--- Per limit i of the current Check, 8 slots from (i-1)*8: kind (0 window, 1 day, 2 month),
--- limit, q, rm, then a window's TAT, fraction and expiry, or a quota's usage, counter key and
--- period start. One flat table, reused by every Check of the batch.
-local st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-local names, out, o = {}, {}, 0 -- names: the current Check's counters
+-- Per limit i of the current Check, 9 slots from (i-1)*9: kind (0 window, 1 day, 2 month),
+-- limit, q, rm, then a window's TAT and fraction or a quota's usage and period start, its
+-- field, the index of its owner in the Check's owners, and whether a quota's field is new.
+-- One flat table, reused by every Check of the batch.
+local st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
+local out, o = {}, 0
 local k0, a = 0, 4 -- KEYS and ARGV read so far
 for _ = 1, tonumber(ARGV[1]) do
   local n, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   local need = cost
   if need < 1 then need = 1 end
+  -- The Check's owners (usually one or two hashes) and, per owner, the fields to read.
+  local owners, reads = {}, {}
   for i = 1, n do
-    local b, x = (i - 1) * 8, tonumber(ARGV[a])
+    local b, f, x = (i - 1) * 9, ARGV[a], tonumber(ARGV[a + 1])
     if x > 0 then
-      st[b + 1], st[b + 2], st[b + 3], st[b + 4] = 0, x, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-      names[i] = KEYS[k0 + i]
-      a = a + 3
+      st[b + 1], st[b + 2], st[b + 3], st[b + 4] = 0, x, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+      a = a + 4
     elseif x == 0 then
       st[b + 1], st[b + 2] = 0, 0
-      names[i] = KEYS[k0 + i]
-      a = a + 1
-    else
-      local s, e, suffix = period(-x)
-      local k = KEYS[k0 + i] .. suffix
-      st[b + 1], st[b + 2], st[b + 7], st[b + 8] = -x, tonumber(ARGV[a + 1]), k, s
-      names[i] = k
       a = a + 2
+    else
+      local s, _, suffix = period(-x)
+      f = f .. suffix
+      st[b + 1], st[b + 2], st[b + 6] = -x, tonumber(ARGV[a + 2]), s
+      a = a + 3
     end
+    local key, j = KEYS[k0 + i], 1
+    while owners[j] and owners[j] ~= key do j = j + 1 end
+    if not owners[j] then owners[j], reads[j] = key, {':exp'} end
+    local r = reads[j]
+    r[#r + 1] = f
+    st[b + 7], st[b + 8], st[b + 9] = f, j, #r
   end
 
-  -- Pass 1: read every counter at once (a key of another type reads as missing: a window's is
-  -- overwritten, a quota's fails the Check) and decide, touching nothing.
-  local vals = rcall('MGET', unpack(names, 1, n))
-  local allowed, denied, retry, missing, odd = 1, -1, 0, nil, false
-  for i = 1, n do
-    local b = (i - 1) * 8
-    local kind, lim, v = st[b + 1], st[b + 2], vals[i]
+  -- Pass 1: read every counter (one HMGET per owner) and decide, touching nothing.
+  local vals, odd = {}, false
+  for j = 1, #owners do
+    local v = pcall('HMGET', owners[j], unpack(reads[j]))
+    if v.err then odd = true break end
+    vals[j] = v
+  end
+  local allowed, denied, retry, missing = 1, -1, 0, nil
+  for i = 1, odd and 0 or n do
+    local b = (i - 1) * 9
+    local kind, lim, v = st[b + 1], st[b + 2], vals[st[b + 8]][st[b + 9]]
     local ok, r = false, 0
     if kind == 0 then
-      local tat, frac, exp = now, 0, 0
+      local tat, frac = now, 0
       if v then
-        local us, f, e = match(v, '^(%d+):(%d+):?(%d*)$')
+        local us, f = match(v, '^(%d+):(%d+)')
         us, f = tonumber(us) or 0, tonumber(f) or 0
         if us >= now then tat, frac = us, f end
         if frac >= lim then frac = 0 end
-        exp = tonumber(e) or 0
       end
-      st[b + 5], st[b + 6], st[b + 7] = tat, frac, exp
+      st[b + 5], st[b + 6] = tat, frac
       if lim < 1 then
         r = 1000000
       else
@@ -143,11 +157,13 @@ for _ = 1, tonumber(ARGV[1]) do
       local used = 0
       if v then
         used = tonumber(v) or 0
-      elseif rcall('EXISTS', st[b + 7]) == 1 then
-        odd = true
-      elseif seeded then
-        missing = missing or {}
-        missing[#missing + 1] = i
+        st[b + 9] = false
+      else
+        st[b + 9] = true -- a new period: the field is created, its predecessors go
+        if seeded then
+          missing = missing or {}
+          missing[#missing + 1] = i
+        end
       end
       st[b + 5] = used
       ok = lim >= 1 and used + need <= lim
@@ -169,47 +185,64 @@ for _ = 1, tonumber(ARGV[1]) do
     out[o + 1], out[o + 2], out[o + 3] = 2 + 2 * #missing, 2, #missing
     o = o + 3
     for _, i in ipairs(missing) do
-      out[o + 1], out[o + 2] = i - 1, st[(i - 1) * 8 + 8]
+      out[o + 1], out[o + 2] = i - 1, st[(i - 1) * 9 + 6]
       o = o + 2
     end
   else
-    -- Pass 2: consume, only when every limit agreed, and answer the counters.
+    -- Pass 2: consume, only when every limit agreed (one HSET per owner), and answer the
+    -- counters.
     local consume = allowed == 1 and cost > 0
+    local writes, need_, until_ = {}, {}, {} -- per owner: fields to write, expiry needed, expiry to give
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 4 + 2 * n, allowed, denied, retry, now
     o = o + 5
     for i = 1, n do
-      local b = (i - 1) * 8
-      local kind, lim = st[b + 1], st[b + 2]
+      local b = (i - 1) * 9
+      local kind, lim, j = st[b + 1], st[b + 2], st[b + 8]
+      local w = writes[j]
+      if consume and not w then
+        w = {owners[j]}
+        writes[j], need_[j], until_[j] = w, 0, 0
+      end
       if kind == 0 then
         local tat, frac = st[b + 5], st[b + 6]
         if consume and lim >= 1 then
           local q, rm = st[b + 3], st[b + 4]
           local s = frac + cost * rm
           tat, frac = tat + cost * q + floor(s / lim), s % lim
-          -- The key must outlive its TAT. Its expiry rides in the value: while it is late
-          -- enough the write keeps it (KEEPTTL); else it is set a period past the TAT, so that
-          -- a busy key pays for an expiry about once per period, not once per request.
-          local exp = st[b + 7]
-          if exp > floor(tat / 1000) then
-            rcall('SET', names[i], format('%d:%d:%d', tat, frac, exp), 'KEEPTTL')
-          else
-            exp = floor((tat + q * lim + rm) / 1000) + 1
-            rcall('SET', names[i], format('%d:%d:%d', tat, frac, exp), 'PXAT', format('%d', exp))
-          end
+          w[#w + 1], w[#w + 2] = st[b + 7], format('%d:%d', tat, frac)
+          -- The hash must outlive the TAT; when it has to be moved on, it goes a period further.
+          need_[j] = max(need_[j], floor(tat / 1000) + 1)
+          until_[j] = max(until_[j], floor((tat + q * lim + rm) / 1000) + 1)
         end
         out[o + 1], out[o + 2] = tat, frac
       else
         local used = st[b + 5]
         if consume then
-          used = rcall('INCRBY', names[i], cost)
-          if used == cost then
-            local _, e = period(kind)
-            rcall('PEXPIREAT', names[i], format('%d', e * 1000 + grace))
+          used = used + cost
+          w[#w + 1], w[#w + 2] = st[b + 7], format('%d', used)
+          local _, e = period(kind)
+          need_[j] = max(need_[j], e * 1000 + grace)
+          until_[j] = max(until_[j], e * 1000 + grace)
+          if st[b + 9] then -- first use of this period: drop the quota's earlier periods
+            local name = match(st[b + 7], '^(.*):[dm]%d+$')
+            for _, f in ipairs(rcall('HKEYS', owners[j])) do
+              if f ~= st[b + 7] and match(f, '^(.*):[dm]%d+$') == name then rcall('HDEL', owners[j], f) end
+            end
           end
         end
-        out[o + 1], out[o + 2] = used, st[b + 8]
+        out[o + 1], out[o + 2] = used, st[b + 6]
       end
       o = o + 2
+    end
+    for j, w in pairs(writes) do
+      if need_[j] > (tonumber(vals[j][1]) or 0) then
+        local exp = format('%d', until_[j])
+        w[#w + 1], w[#w + 2] = ':exp', exp
+        rcall('HSET', unpack(w))
+        rcall('PEXPIREAT', owners[j], exp)
+      elseif #w > 1 then
+        rcall('HSET', unpack(w))
+      end
     end
   end
   k0 = k0 + n

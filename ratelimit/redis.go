@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,15 +187,17 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 	}
 }
 
-// scriptArgs returns a Check's part of the script's KEYS and ARGV: the counter of each limit, and
-// the cost followed by each limit's values (see check.lua).
+// scriptArgs returns a Check's part of the script's KEYS and ARGV: the owner hash of each limit,
+// and the cost followed by each limit's field and values (see check.lua).
 func (r *Redis) scriptArgs(limits []Limit, cost int64) ([]string, []any) {
 	keys := make([]string, len(limits))
-	args := make([]any, 0, 1+3*len(limits))
+	args := make([]any, 0, 1+4*len(limits))
 	args = append(args, cost)
 	for i := range limits {
 		l := &limits[i]
-		keys[i] = r.o.prefix + l.Key
+		owner, field := splitKey(l.Key)
+		keys[i] = r.o.prefix + owner
+		args = append(args, field)
 		switch {
 		case l.Kind.isQuota():
 			args = append(args, -int64(l.Kind), l.Limit)
@@ -207,6 +210,21 @@ func (r *Redis) scriptArgs(limits []Limit, cost int64) ([]string, []any) {
 		}
 	}
 	return keys, args
+}
+
+// splitKey places a limit key in Redis: its owner hash (the part before the last ':') and its
+// field there (the rest; never containing ':', so no window field can look like a quota's
+// "name:period" nor like ":exp").
+func splitKey(key string) (owner, field string) {
+	if i := strings.LastIndexByte(key, ':'); i >= 0 {
+		return key[:i], key[i+1:]
+	}
+	return key, ""
+}
+
+// quotaField is a quota counter's field in its owner hash, as check.lua names it.
+func quotaField(field string, kind Kind, start time.Time) string {
+	return field + ":" + periodSuffix(kind, start)
 }
 
 // gcraMicros is the arithmetic of a window in the script's unit, µs (the period rounded up).
@@ -236,8 +254,8 @@ func (r *Redis) do(ctx context.Context, fn func(context.Context) error) error {
 }
 
 // refundScript gives a quota counter back what an abandoned Check consumed, unless the counter
-// is gone (expired with its period): DECRBY would create it below zero and without expiry.
-var refundScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], ARGV[1]) end return 0`)
+// is gone (expired with its period): HINCRBY would create it below zero.
+var refundScript = redis.NewScript(`if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2])) end return 0`)
 
 // refund gives back what the script consumed for a Check that stopped waiting before the answer
 // came (the batcher calls it): its request was not served (the client went away, or closed mode
@@ -256,18 +274,19 @@ func (r *Redis) refund(keys []string, args []any, vals []int64) {
 	if cost <= 0 {
 		return
 	}
-	var todo []string
-	for i, a := 0, 1; i < n && a < len(args); i++ {
-		x, _ := args[a].(int64)
+	type counter struct{ key, field string }
+	var todo []counter
+	for i, a := 0, 1; i < n && a+1 < len(args); i++ {
+		field, _ := args[a].(string)
+		x, _ := args[a+1].(int64)
 		switch {
 		case x > 0:
-			a += 3
+			a += 4
 		case x == 0:
-			a++
-		default:
 			a += 2
-			kind := Kind(-x)
-			todo = append(todo, keys[i]+":"+periodSuffix(kind, time.Unix(vals[4+2*i+1], 0).UTC()))
+		default:
+			a += 3
+			todo = append(todo, counter{keys[i], quotaField(field, Kind(-x), time.Unix(vals[4+2*i+1], 0).UTC())})
 		}
 	}
 	if len(todo) == 0 {
@@ -277,26 +296,41 @@ func (r *Redis) refund(keys []string, args []any, vals []int64) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*r.o.timeout)
 		defer cancel()
-		for _, k := range todo {
-			if err := refundScript.Run(ctx, r.client, []string{k}, cost).Err(); err != nil {
+		for _, c := range todo {
+			if err := refundScript.Run(ctx, r.client, []string{c.key}, c.field, cost).Err(); err != nil {
 				r.storeErrors.Inc()
 			}
 		}
 	}()
 }
 
-// seedMissing refills the quota counters the script found missing from Seed. SET NX makes it
-// race-free: when nodes seed the same counter at once, the first value stays and every node's
-// retry counts on it.
+// seedScript writes a seeded quota counter unless it is there (HSETNX: when nodes seed the same
+// counter at once, the first value stays and every node's retry counts on it), drops the
+// quota's earlier periods from the hash, and makes the hash outlive the period (check.lua's
+// ":exp" field).
+var seedScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  local name = string.match(ARGV[1], '^(.*):[dm]%d+$')
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if f ~= ARGV[1] and string.match(f, '^(.*):[dm]%d+$') == name then redis.call('HDEL', KEYS[1], f) end
+  end
+end
+if (tonumber(redis.call('HGET', KEYS[1], ':exp')) or 0) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ':exp', ARGV[3])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return 1`)
+
+// seedMissing refills the quota counters the script found missing from Seed.
 func (r *Redis) seedMissing(ctx context.Context, limits []Limit, keys []string, vals []int64) error {
 	n := int(vals[1])
 	if len(vals) != 2+2*n {
 		return fmt.Errorf("ratelimit: bad missing-counter answer %v", vals)
 	}
 	type seeded struct {
-		key   string
-		used  int64
-		until time.Time
+		key, field string
+		used       int64
+		until      int64 // unix ms
 	}
 	todo := make([]seeded, 0, n)
 	for j := range n {
@@ -313,23 +347,21 @@ func (r *Redis) seedMissing(ctx context.Context, limits []Limit, keys []string, 
 			return fmt.Errorf("ratelimit: seed %q: %w", l.Key, err)
 		}
 		_, end := periodBounds(l.Kind, start.UnixNano())
+		_, field := splitKey(l.Key)
 		todo = append(todo, seeded{
-			key:   keys[i] + ":" + periodSuffix(l.Kind, start),
+			key:   keys[i],
+			field: quotaField(field, l.Kind, start),
 			used:  max(used, 0),
-			until: time.Unix(0, end).Add(quotaGrace),
+			until: time.Unix(0, end).Add(quotaGrace).UnixMilli(),
 		})
 	}
 	return r.do(ctx, func(ctx context.Context) error {
-		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, s := range todo {
-				p.SetArgs(ctx, s.key, s.used, redis.SetArgs{Mode: "NX", ExpireAt: s.until})
+		for _, s := range todo {
+			if err := seedScript.Run(ctx, r.client, []string{s.key}, s.field, s.used, s.until).Err(); err != nil {
+				return err
 			}
-			return nil
-		})
-		if errors.Is(err, redis.Nil) { // SET NX that found the counter: someone seeded first
-			err = nil
 		}
-		return err
+		return nil
 	})
 }
 
@@ -458,7 +490,7 @@ func openDecision(limits []Limit, now int64, d *Decision) {
 
 // addIfExists adds to a quota counter only if it survived: a counter that is gone is refilled
 // by Seed from the database, which already counted those requests.
-const addIfExists = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return -1`
+const addIfExists = `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) end return -1`
 
 // flushPending runs when the limiter tries Redis again after a failure: it adds the quota
 // usage the Local fallback allowed meanwhile to the Redis counters. On failure the usage stays
@@ -474,8 +506,8 @@ func (r *Redis) flushPending(ctx context.Context) error {
 	err := r.do(ctx, func(ctx context.Context) error {
 		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for k, n := range pending {
-				key := r.o.prefix + k.key + ":" + periodSuffix(k.kind, time.Unix(0, k.start).UTC())
-				p.Eval(ctx, addIfExists, []string{key}, n)
+				owner, field := splitKey(k.key)
+				p.Eval(ctx, addIfExists, []string{r.o.prefix + owner}, quotaField(field, k.kind, time.Unix(0, k.start).UTC()), n)
 			}
 			return nil
 		})

@@ -91,24 +91,39 @@ func TestLimiterSemantics(t *testing.T) {
 	}
 }
 
-// TestRedisKeys: counters live under the prefix, quotas in per-period keys that expire after
-// the period.
+// TestRedisKeys: counters live under the prefix in one hash per owner (the limit key up to its
+// last ':'), quotas in per-period fields; the hash expires after the last thing it must keep,
+// and a quota's new period drops its earlier ones.
 func TestRedisKeys(t *testing.T) {
 	c, prefix := sharedClient(t, nil)
 	r := newTestRedis(t, c, WithPrefix(prefix))
-	check(t, r, []Limit{window("w", 10, time.Second), quota("d", QuotaDay, 10), quota("m", QuotaMonth, 10)}, 1)
 	ctx := context.Background()
 	tm, err := c.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	old := "d:" + periodSuffix(QuotaDay, tm.UTC().AddDate(0, 0, -1))
+	if err := c.HSet(ctx, prefix+"k:test", old, 7, "m:m197001", 3, "w:m197001x", "kept").Err(); err != nil {
+		t.Fatal(err)
+	}
+	check(t, r, []Limit{window("w", 10, time.Second), quota("d", QuotaDay, 10), quota("m", QuotaMonth, 10)}, 1)
+	consumer := Limit{Name: "cw", Key: "c:test:cw", Kind: Window, Limit: 10, Period: time.Second}
+	check(t, r, []Limit{consumer}, 1)
+	got, err := c.HGetAll(ctx, prefix+"k:test").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	day, month := "d:"+periodSuffix(QuotaDay, tm.UTC()), "m:"+periodSuffix(QuotaMonth, tm.UTC())
+	if got[day] != "1" || got[month] != "1" || !strings.Contains(got["w"], ":") || got[":exp"] == "" ||
+		got["w:m197001x"] != "kept" || len(got) != 5 {
+		t.Errorf("hash k:test = %v; want w, %s=1, %s=1, :exp and the foreign field, earlier periods gone", got, day, month)
+	}
 	for _, k := range []struct {
 		key    string
 		maxTTL time.Duration
 	}{
-		{prefix + "k:test:w", 2 * time.Second}, // its TAT (≤ 1 s ahead) + one period
-		{prefix + "k:test:d:" + periodSuffix(QuotaDay, tm.UTC()), 25 * time.Hour},
-		{prefix + "k:test:m:" + periodSuffix(QuotaMonth, tm.UTC()), 32 * 24 * time.Hour},
+		{prefix + "k:test", 32*24*time.Hour + time.Hour}, // the month's end + an hour
+		{prefix + "c:test", 2 * time.Second},             // its TAT (≤ 1 s ahead) + one period
 	} {
 		ttl, err := c.PTTL(ctx, k.key).Result()
 		if err != nil || ttl <= 0 || ttl > k.maxTTL+time.Millisecond {
@@ -116,20 +131,24 @@ func TestRedisKeys(t *testing.T) {
 			t.Errorf("PTTL(%s) = %v, %v; want in (0, %v] (keys: %v)", k.key, ttl, err, k.maxTTL, keys)
 		}
 	}
+	_, end := periodBounds(QuotaMonth, tm.UnixNano())
+	if exp, _ := c.HGet(ctx, prefix+"k:test", ":exp").Int64(); exp != time.Unix(0, end).Add(quotaGrace).UnixMilli() {
+		t.Errorf(":exp = %d; want the month's end + 1h", exp)
+	}
 }
 
-// TestRedisWindowExpiry: a window's key always outlives its TAT, whether a write kept the key's
-// expiry or moved it on (the script sets it about once per period).
+// TestRedisWindowExpiry: a window's hash always outlives its TAT, whether a write kept the
+// hash's expiry or moved it on (the script moves it about once per period).
 func TestRedisWindowExpiry(t *testing.T) {
 	c, prefix := sharedClient(t, nil)
 	r := newTestRedis(t, c, WithPrefix(prefix))
 	ctx := context.Background()
-	key := prefix + "k:test:w"
+	key := prefix + "k:test"
 	limits := []Limit{window("w", 20, 300*time.Millisecond)}
 	moved := map[int64]bool{}
 	for i := range 60 {
 		check(t, r, limits, int64(1+i%3))
-		v, err := c.Get(ctx, key).Result()
+		v, err := c.HMGet(ctx, key, "w", ":exp").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,16 +161,16 @@ func TestRedisWindowExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		var tat, frac, exp int64
-		if _, err := fmt.Sscanf(v, "%d:%d:%d", &tat, &frac, &exp); err != nil {
-			t.Fatalf("value %q: %v", v, err)
+		if _, err := fmt.Sscanf(fmt.Sprint(v[0], ":", v[1]), "%d:%d:%d", &tat, &frac, &exp); err != nil {
+			t.Fatalf("values %q: %v", v, err)
 		}
 		moved[exp] = true
 		left := time.Duration(tat-now.UnixMicro()) * time.Microsecond
 		if ttl <= 0 || ttl < left {
-			t.Fatalf("check %d: key expires in %v, its TAT is %v ahead", i, ttl, left)
+			t.Fatalf("check %d: hash expires in %v, its TAT is %v ahead", i, ttl, left)
 		}
 		if expiresAt := now.Add(ttl); expiresAt.UnixMilli() > exp+1 || expiresAt.UnixMilli() < exp-2 {
-			t.Fatalf("check %d: key expires at %d ms, value says %d", i, expiresAt.UnixMilli(), exp)
+			t.Fatalf("check %d: hash expires at %d ms, :exp says %d", i, expiresAt.UnixMilli(), exp)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -256,9 +275,12 @@ func TestRedisSeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := prefix + "k:test:q:" + periodSuffix(QuotaMonth, tm.UTC())
+	key := prefix + "k:test"
 	if ttl, err := c.PTTL(context.Background(), key).Result(); err != nil || ttl <= 0 || ttl > 32*24*time.Hour {
 		t.Fatalf("PTTL(%s) = %v, %v; want the rest of the month and an hour", key, ttl, err)
+	}
+	if used, err := c.HGet(context.Background(), key, "q:"+periodSuffix(QuotaMonth, tm.UTC())).Int64(); err != nil || used != 1000 {
+		t.Fatalf("quota field = %d, %v; want 1000", used, err)
 	}
 }
 
@@ -634,15 +656,12 @@ func TestRedisBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Keys of another type: a window's is overwritten, a quota's fails its Check.
-	oddQuota := prefix + "k:test:oddq:" + periodSuffix(QuotaMonth, now.UTC())
-	for _, k := range []string{prefix + "k:test:oddw", oddQuota} {
-		if err := c.HSet(ctx, k, "f", "v").Err(); err != nil {
-			t.Fatal(err)
-		}
+	// An owner whose key holds another type than a hash fails its Check.
+	if err := c.Set(ctx, prefix+"odd", "v", time.Hour).Err(); err != nil {
+		t.Fatal(err)
 	}
-	dayKey := prefix + "k:test:seeded:" + periodSuffix(QuotaDay, now.UTC())
-	if err := c.Set(ctx, dayKey, 4, time.Hour).Err(); err != nil {
+	dayField := "seeded:" + periodSuffix(QuotaDay, now.UTC())
+	if err := c.HSet(ctx, prefix+"k:test", dayField, 4).Err(); err != nil {
 		t.Fatal(err)
 	}
 	pair := []Limit{window("pair", 2, time.Hour)}
@@ -657,8 +676,7 @@ func TestRedisBatch(t *testing.T) {
 		{pair, 1, "allowed", 0},
 		{pair, 1, "refused", 0},
 		{[]Limit{window("w2", 100, time.Hour), quota("fresh", QuotaMonth, 10)}, 1, "missing", 0},
-		{[]Limit{window("w3", 100, time.Hour), quota("oddq", QuotaMonth, 10)}, 1, "error", 0},
-		{[]Limit{window("oddw", 10, time.Hour)}, 1, "allowed", 9},
+		{[]Limit{window("w3", 100, time.Hour), {Name: "odd", Key: "odd:q", Kind: QuotaMonth, Limit: 10}}, 1, "error", 0},
 		{seeded, 1, "allowed", 99},
 		{seeded, 1, "refused", 99}, // 4 used + 1 = 5 of 5
 		{pair, 0, "refused", 0},    // cost 0 asks whether one more would pass
@@ -705,18 +723,15 @@ func TestRedisBatch(t *testing.T) {
 		}
 	}
 	// Nothing was written for the refused, missing and failed Checks.
-	for _, k := range []string{"k:test:w2", "k:test:w3"} {
-		if n, err := c.Exists(ctx, prefix+k).Result(); err != nil || n != 0 {
-			t.Errorf("%s exists (%d, %v): a Check that was not decided wrote it", k, n, err)
+	for _, f := range []string{"w2", "w3"} {
+		if n, err := c.HExists(ctx, prefix+"k:test", f).Result(); err != nil || n {
+			t.Errorf("%s exists (%v, %v): a Check that was not decided wrote it", f, n, err)
 		}
 	}
-	if typ, _ := c.Type(ctx, oddQuota).Result(); typ != "hash" {
-		t.Errorf("the odd quota counter is a %s now; want the hash left alone", typ)
+	if typ, _ := c.Type(ctx, prefix+"odd").Result(); typ != "string" {
+		t.Errorf("the odd owner is a %s now; want the string left alone", typ)
 	}
-	if typ, _ := c.Type(ctx, prefix+"k:test:oddw").Result(); typ != "string" {
-		t.Errorf("the odd window counter is a %s now; want a window's counter", typ)
-	}
-	used, err := c.Get(ctx, dayKey).Int64()
+	used, err := c.HGet(ctx, prefix+"k:test", dayField).Int64()
 	if err != nil || used != 5 {
 		t.Errorf("seeded quota used %d, %v; want 5", used, err)
 	}

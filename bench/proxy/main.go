@@ -223,13 +223,37 @@ func runKeygate(ctx context.Context, addr, upstream string, n int, keysOut, limi
 // in it) and deletes every key under prefix.
 func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
 	var sum, quotas, deleted int64
-	periods := map[string]int{} // quota counters by period (the part after the last ':')
+	periods := map[string]int{} // quota counters by period (the part after the field's ':')
 	seen := map[string]bool{}   // SCAN may return a key more than once
 	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	var batch []string
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		// Each key is an owner's hash of counters (ratelimit/check.lua); quota fields are
+		// "quota:<period>".
+		cmds := make([]*redis.MapStringStringCmd, len(batch))
+		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range batch {
+				cmds[i] = p.HGetAll(ctx, k)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, c := range cmds {
+			for f, v := range c.Val() {
+				name, period, ok := strings.Cut(f, ":")
+				if !ok || name != "quota" {
+					continue
+				}
+				if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+					sum += n
+					quotas++
+					periods[period]++
+				}
+			}
 		}
 		n, err := rdb.Del(ctx, batch...).Result()
 		deleted += n
@@ -242,13 +266,6 @@ func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) error {
 			continue
 		}
 		seen[k] = true
-		if strings.Contains(k[len(prefix):], ":quota:") {
-			if v, err := rdb.Get(ctx, k).Int64(); err == nil {
-				sum += v
-				quotas++
-				periods[k[strings.LastIndexByte(k, ':')+1:]]++
-			}
-		}
 		batch = append(batch, k)
 		if len(batch) == 500 {
 			if err := flush(); err != nil {
