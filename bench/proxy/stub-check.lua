@@ -15,12 +15,12 @@ for _ = 1, tonumber(ARGV[1]) do
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = 4 + 2 * n, 1, -1, 0, now
   o = o + 5
   for _ = 1, n do
-    local x = tonumber(ARGV[a])
+    local x = tonumber(ARGV[a + 1]) -- after the limit's field
     if x > 0 then
-      a = a + 3
+      a = a + 4
       out[o + 1], out[o + 2] = now, 0 -- a window's TAT: now, all of it left
     else
-      a = a + (x == 0 and 1 or 2)
+      a = a + (x == 0 and 2 or 3)
       out[o + 1], out[o + 2] = 0, floor(now / 1000000) -- a quota: none used, a period from now
     end
     o = o + 2
