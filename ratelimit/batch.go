@@ -18,22 +18,24 @@ import (
 type batcher struct {
 	client redis.UniversalClient
 	script *redis.Script
-	head   []any // ARGV[2], ARGV[3] of every call: seeding on or off, a quota counter's grace in ms
+	grace  int64 // ARGV[2] of every call: ms a quota counter outlives its period
 	calls  chan *evalCall
 	stop   chan struct{}
 	wg     sync.WaitGroup
-	// refund, when set, is called with the answer of a call whose caller had stopped waiting
-	// (gone away, or timed out and fell back) before the answer came.
-	refund func(keys []string, args []any, res []int64)
+	// refund, when set, is called with a call whose caller had stopped waiting (gone away, or
+	// timed out and fell back) before its answer came.
+	refund func(c *evalCall)
 }
 
 type evalCall struct {
-	ctx  context.Context
-	keys []string
-	args []any // the Check's cost, then 5 values per limit (see check.lua)
-	res  []int64
-	err  error
-	done chan struct{}
+	ctx    context.Context
+	limits []Limit
+	cost   int64
+	keys   []string // the Check's part of the script's KEYS and ARGV (Redis.scriptArgs)
+	args   []any
+	res    []int64
+	err    error
+	done   chan struct{}
 
 	state atomic.Int32 // callPending, then callDelivered or callAbandoned, whichever comes first
 }
@@ -49,12 +51,8 @@ const (
 	batchMax     = 64 // Checks in one round trip
 )
 
-func newBatcher(client redis.UniversalClient, script *redis.Script, seeded bool, grace time.Duration) *batcher {
-	seed := 0
-	if seeded {
-		seed = 1
-	}
-	b := &batcher{client: client, script: script, head: []any{seed, grace.Milliseconds()},
+func newBatcher(client redis.UniversalClient, script *redis.Script, grace time.Duration) *batcher {
+	b := &batcher{client: client, script: script, grace: grace.Milliseconds(),
 		calls: make(chan *evalCall), stop: make(chan struct{})}
 	for range batchWorkers {
 		b.wg.Add(1)
@@ -63,12 +61,13 @@ func newBatcher(client redis.UniversalClient, script *redis.Script, seeded bool,
 	return b
 }
 
-// run evaluates the script for one Check; ctx bounds the wait. When the caller stops waiting
-// while the script is on its way, what the script consumed is refunded when its answer comes:
-// the caller's request is then either not served (its client went away; on_store_error closed)
-// or counted by the Local fallback, whose usage reaches Redis later.
-func (b *batcher) run(ctx context.Context, keys []string, args []any) ([]int64, error) {
-	c := &evalCall{ctx: ctx, keys: keys, args: args, done: make(chan struct{})}
+// run evaluates the script for the Check c (limits, cost, keys and args set); ctx bounds the
+// wait. When the caller stops waiting while the script is on its way, what the script consumed
+// is refunded when its answer comes: the caller's request is then either not served (its client
+// went away; on_store_error closed) or counted by the Local fallback, whose usage reaches Redis
+// later.
+func (b *batcher) run(ctx context.Context, c *evalCall) ([]int64, error) {
+	c.ctx, c.done = ctx, make(chan struct{})
 	select {
 	case b.calls <- c:
 	case <-ctx.Done():
@@ -92,7 +91,7 @@ func (b *batcher) run(ctx context.Context, keys []string, args []any) ([]int64, 
 // deliver hands a call its answer, or refunds an abandoned call's consumption.
 func (b *batcher) deliver(c *evalCall) {
 	if !c.state.CompareAndSwap(callPending, callDelivered) && c.err == nil && b.refund != nil {
-		b.refund(c.keys, c.args, c.res)
+		b.refund(c)
 	}
 	close(c.done)
 }
@@ -162,7 +161,7 @@ func splitAnswer(res []int64) (answer, rest []int64, err error) {
 
 const (
 	errBadAnswer  = batcherError("ratelimit: malformed answer from the check script")
-	errNotCounter = batcherError("ratelimit: a rate limit key in Redis holds something else than a counter")
+	errNotCounter = batcherError("ratelimit: a rate limit key in Redis holds something else than a hash of counters")
 )
 
 // eval runs the script for the batch, loading it first when Redis does not have it (a restarted
@@ -186,15 +185,14 @@ func (b *batcher) process(ctx context.Context, batch []*evalCall) ([]int64, erro
 		nkeys += len(c.keys)
 		nargs += 1 + len(c.args)
 	}
-	args := make([]any, 0, 4+nkeys+len(b.head)+nargs)
+	args := make([]any, 0, 5+nkeys+nargs)
 	args = append(args, "evalsha", b.script.Hash(), nkeys)
 	for _, c := range batch {
 		for _, k := range c.keys {
 			args = append(args, k)
 		}
 	}
-	args = append(args, len(batch))
-	args = append(args, b.head...)
+	args = append(args, len(batch), b.grace)
 	for _, c := range batch {
 		args = append(args, len(c.keys))
 		args = append(args, c.args...)

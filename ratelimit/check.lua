@@ -12,9 +12,8 @@
 -- ":exp" holds the hash's expiry (unix ms), moved on only when a counter needs it later: past a
 -- window's TAT, an hour past a quota's period.
 --
--- ARGV[1] number of Checks, ARGV[2] "1" when missing quota counters must be seeded by the caller,
--- ARGV[3] ms a quota counter outlives its period; then per Check: its number of limits n, its
--- cost, and per limit its field, then by its next value x:
+-- ARGV[1] number of Checks, ARGV[2] ms a quota counter outlives its period; then per Check: its
+-- number of limits n, its cost, and per limit its field, then by its next value x:
 --   x > 0: a window of limit x, then q and rm: its period P is q×x + rm µs and its emission
 --          interval T = P/x is q + rm/x, exactly (see gcra in math.go);
 --   x = 0: a window that refuses everything (no valid limit or period);
@@ -24,8 +23,9 @@
 --   {1 allowed | 0 refused, denied index (0-based) or -1, retry µs, now µs,
 --    then per limit two values: a window's TAT us and frac after the Check, a quota's usage
 --    after the Check and its period's start s},
---   or, when quota counters are missing, {2, count, then per missing: index, period start s}
---   (nothing consumed: the caller seeds them and asks again),
+--   or, when quota counters are missing (a new period, or a Redis that lost them), {2, count,
+--   then per missing: index, period start s} (nothing consumed: the caller writes them, from the
+--   database or as 0, and asks again; it also drops the quota's earlier periods),
 --   or {3} when an owner's key holds something else than a hash (nothing consumed; the caller's
 --   Check fails).
 
@@ -55,8 +55,7 @@ end
 
 local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local seeded = ARGV[2] == '1'
-local grace = tonumber(ARGV[3])
+local grace = tonumber(ARGV[2])
 
 -- The calendar periods of now (start s, end s, field suffix), worked out once per batch when
 -- the first quota needs them.
@@ -80,13 +79,13 @@ end
 
 -- Per limit i of the current Check, 9 slots from (i-1)*9: kind (0 window, 1 day, 2 month),
 -- limit, q, rm, then a window's TAT and fraction or a quota's usage and period start, its
--- field, the index of its owner in the Check's owners, and whether a quota's field is new.
+-- field, the index of its owner in the Check's owners and of its field in that owner's reads.
 -- One flat table, reused by every Check of the batch.
 local st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 local out, o = {}, 0
-local k0, a = 0, 4 -- KEYS and ARGV read so far
+local k0, a = 0, 3 -- KEYS and ARGV read so far
 for _ = 1, tonumber(ARGV[1]) do
   local n, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
@@ -124,7 +123,7 @@ for _ = 1, tonumber(ARGV[1]) do
     vals[j] = v
   end
   local allowed, denied, retry, missing = 1, -1, 0, nil
-  for i = 1, odd and 0 or n do
+  for i = 1, odd and 0 or n do -- an odd owner: nothing to decide
     local b = (i - 1) * 9
     local kind, lim, v = st[b + 1], st[b + 2], vals[st[b + 8]][st[b + 9]]
     local ok, r = false, 0
@@ -157,13 +156,9 @@ for _ = 1, tonumber(ARGV[1]) do
       local used = 0
       if v then
         used = tonumber(v) or 0
-        st[b + 9] = false
       else
-        st[b + 9] = true -- a new period: the field is created, its predecessors go
-        if seeded then
-          missing = missing or {}
-          missing[#missing + 1] = i
-        end
+        missing = missing or {}
+        missing[#missing + 1] = i
       end
       st[b + 5] = used
       ok = lim >= 1 and used + need <= lim
@@ -223,12 +218,6 @@ for _ = 1, tonumber(ARGV[1]) do
           local _, e = period(kind)
           need_[j] = max(need_[j], e * 1000 + grace)
           until_[j] = max(until_[j], e * 1000 + grace)
-          if st[b + 9] then -- first use of this period: drop the quota's earlier periods
-            local name = match(st[b + 7], '^(.*):[dm]%d+$')
-            for _, f in ipairs(rcall('HKEYS', owners[j])) do
-              if f ~= st[b + 7] and match(f, '^(.*):[dm]%d+$') == name then rcall('HDEL', owners[j], f) end
-            end
-          end
         end
         out[o + 1], out[o + 2] = used, st[b + 6]
       end

@@ -71,10 +71,10 @@
 // commands and one key lookup (one key per counter took four commands and six lookups, which
 // with 10,000 keys' counters cold in the cache was most of Redis's time per Check). A window's
 // field holds its TAT in µs ("us:frac"); a quota's field is named after its period ("quota:d<days
-// since 1970>" or "quota:m<YYYYMM>") and holds the usage; a quota's first use in a new period
-// drops its earlier periods from the hash. Field ":exp" holds the hash's expiry (unix ms), which
-// is moved on only when a counter needs it later (past a window's TAT, or an hour past a quota's
-// period) and then a window's period further, so about once per period, not per request. An
+// since 1970>" or "quota:m<YYYYMM>") and holds the usage; writing a new period's counter (see
+// below) drops the earlier periods from the hash. Field ":exp" holds the hash's expiry (unix
+// ms), which is moved on only when a counter needs it later (past a window's TAT, or an hour
+// past a quota's period) and then a window's period further, so about once per period. An
 // owner key holding another type fails its Checks. With Redis Cluster put a hash tag in the
 // prefix, since the owners of one batch of Checks must share a slot. The script's arithmetic
 // is in µs on Lua's doubles: the decisions are exact for limits below 9×10⁷ per window.
@@ -86,10 +86,11 @@
 // batch (redis-benchmark, 2 windows and a quota on hot keys: 13.6 µs of Redis time per Check in
 // batches of 8, 20 µs alone).
 //
-// When a quota counter is missing (a new period, a new key, or a Redis that came back empty)
-// and WithSeed is set, the script reports it instead of deciding; the limiter asks Seed for the
-// usage the database recorded, writes it with HSETNX (so when nodes race, the first value stays
-// and all count on it), and runs the script again. Without Seed, a missing counter starts at 0.
+// When a quota counter is missing (a new period, a new key, or a Redis that came back empty),
+// the script reports it instead of deciding; the limiter asks Seed for the usage the database
+// recorded (without Seed, a missing counter starts at 0), writes it with HSETNX (so when nodes
+// race, the first value stays and all count on it) in one call for all the Check's missing
+// counters, which also drops the quota's earlier periods, and runs the script again.
 //
 // Every Redis call has a timeout (WithTimeout, 50ms by default; a client without
 // ContextTimeoutEnabled is waited for in a goroutine, so a hung Redis never hangs a Check). A

@@ -91,7 +91,7 @@ func NewRedis(client redis.UniversalClient, opts ...Option) (*Redis, error) {
 		}
 	}
 	r.local = newMemory(o)
-	r.batch = newBatcher(client, r.script, o.seed != nil, quotaGrace)
+	r.batch = newBatcher(client, r.script, quotaGrace)
 	r.batch.refund = r.refund
 	return r, nil
 }
@@ -166,7 +166,7 @@ func (r *Redis) check(ctx context.Context, limits []Limit, cost int64, d *Decisi
 	for attempt := 0; ; attempt++ {
 		var vals []int64
 		err := r.do(ctx, func(tctx context.Context) (err error) {
-			vals, err = r.batch.run(tctx, keys, args)
+			vals, err = r.batch.run(tctx, &evalCall{limits: limits, cost: cost, keys: keys, args: args})
 			return err
 		})
 		if err != nil {
@@ -253,40 +253,25 @@ func (r *Redis) do(ctx context.Context, fn func(context.Context) error) error {
 	}
 }
 
-// refundScript gives a quota counter back what an abandoned Check consumed, unless the counter
-// is gone (expired with its period): HINCRBY would create it below zero.
-var refundScript = redis.NewScript(`if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2])) end return 0`)
-
 // refund gives back what the script consumed for a Check that stopped waiting before the answer
 // came (the batcher calls it): its request was not served (the client went away, or closed mode
 // answered 503), or the Local fallback counted it and will add it to Redis itself. The cost goes
-// back on every quota counter, so that quotas stay exact when clients hang up mid-request or
-// Redis answers late. (With on_store_error open the request was served uncounted, as open mode
-// does for every request while Redis fails.) Windows keep the cost:
-// their accuracy bound allows it, and a GCRA timestamp cannot be moved back safely once later
-// requests have moved it on.
-func (r *Redis) refund(keys []string, args []any, vals []int64) {
-	n := len(keys)
-	if len(vals) != 4+2*n || vals[0] != 1 || len(args) < 1+2*n {
+// back on every quota counter that still exists (addIfExists), so that quotas stay exact when
+// clients hang up mid-request or Redis answers late. (With on_store_error open the request was
+// served uncounted, as open mode does for every request while Redis fails.) Windows keep the
+// cost: their accuracy bound allows it, and a GCRA timestamp cannot be moved back safely once
+// later requests have moved it on.
+func (r *Redis) refund(c *evalCall) {
+	n := len(c.limits)
+	if len(c.res) != 4+2*n || c.res[0] != 1 || c.cost <= 0 {
 		return // refused (nothing consumed) or a missing-counter answer (nothing run)
-	}
-	cost, _ := args[0].(int64)
-	if cost <= 0 {
-		return
 	}
 	type counter struct{ key, field string }
 	var todo []counter
-	for i, a := 0, 1; i < n && a+1 < len(args); i++ {
-		field, _ := args[a].(string)
-		x, _ := args[a+1].(int64)
-		switch {
-		case x > 0:
-			a += 4
-		case x == 0:
-			a += 2
-		default:
-			a += 3
-			todo = append(todo, counter{keys[i], quotaField(field, Kind(-x), time.Unix(vals[4+2*i+1], 0).UTC())})
+	for i := range c.limits {
+		if l := &c.limits[i]; l.Kind.isQuota() {
+			_, field := splitKey(l.Key)
+			todo = append(todo, counter{c.keys[i], quotaField(field, l.Kind, time.Unix(c.res[4+2*i+1], 0).UTC())})
 		}
 	}
 	if len(todo) == 0 {
@@ -296,43 +281,44 @@ func (r *Redis) refund(keys []string, args []any, vals []int64) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*r.o.timeout)
 		defer cancel()
-		for _, c := range todo {
-			if err := refundScript.Run(ctx, r.client, []string{c.key}, c.field, cost).Err(); err != nil {
+		for _, q := range todo {
+			if err := addIfExistsScript.Run(ctx, r.client, []string{q.key}, q.field, -c.cost).Err(); err != nil {
 				r.storeErrors.Inc()
 			}
 		}
 	}()
 }
 
-// seedScript writes a seeded quota counter unless it is there (HSETNX: when nodes seed the same
-// counter at once, the first value stays and every node's retry counts on it), drops the
-// quota's earlier periods from the hash, and makes the hash outlive the period (check.lua's
-// ":exp" field).
+// seedScript writes quota counters the check script found missing (KEYS: their owner hashes;
+// ARGV per counter: field, usage, the hash's expiry in unix ms) unless they are there (HSETNX:
+// when nodes seed the same counter at once, the first value stays and every node's retry counts
+// on it); drops each quota's earlier periods from its hash; and makes the hash outlive the
+// period (check.lua's ":exp" field).
 var seedScript = redis.NewScript(`
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  local name = string.match(ARGV[1], '^(.*):[dm]%d+$')
-  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if f ~= ARGV[1] and string.match(f, '^(.*):[dm]%d+$') == name then redis.call('HDEL', KEYS[1], f) end
+for i, key in ipairs(KEYS) do
+  local f, exp = ARGV[3 * i - 2], ARGV[3 * i]
+  if redis.call('HSETNX', key, f, ARGV[3 * i - 1]) == 1 then
+    local name = string.match(f, '^(.*):[dm]%d+$')
+    for _, g in ipairs(redis.call('HKEYS', key)) do
+      if g ~= f and string.match(g, '^(.*):[dm]%d+$') == name then redis.call('HDEL', key, g) end
+    end
   end
-end
-if (tonumber(redis.call('HGET', KEYS[1], ':exp')) or 0) < tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], ':exp', ARGV[3])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+  if (tonumber(redis.call('HGET', key, ':exp')) or 0) < tonumber(exp) then
+    redis.call('HSET', key, ':exp', exp)
+    redis.call('PEXPIREAT', key, exp)
+  end
 end
 return 1`)
 
-// seedMissing refills the quota counters the script found missing from Seed.
+// seedMissing writes the quota counters the script found missing, with the usage Seed reports
+// (0 without Seed), in one call.
 func (r *Redis) seedMissing(ctx context.Context, limits []Limit, keys []string, vals []int64) error {
 	n := int(vals[1])
 	if len(vals) != 2+2*n {
 		return fmt.Errorf("ratelimit: bad missing-counter answer %v", vals)
 	}
-	type seeded struct {
-		key, field string
-		used       int64
-		until      int64 // unix ms
-	}
-	todo := make([]seeded, 0, n)
+	owners := make([]string, 0, n)
+	args := make([]any, 0, 3*n)
 	for j := range n {
 		i, startSec := int(vals[2+2*j]), vals[3+2*j]
 		if i < 0 || i >= len(limits) {
@@ -340,28 +326,23 @@ func (r *Redis) seedMissing(ctx context.Context, limits []Limit, keys []string, 
 		}
 		l := &limits[i]
 		start := time.Unix(startSec, 0).UTC()
-		seedCtx, cancel := r.o.seedCtx(ctx)
-		used, err := r.o.seed(seedCtx, l.Key, l.Kind, start)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("ratelimit: seed %q: %w", l.Key, err)
+		used := int64(0)
+		if r.o.seed != nil {
+			seedCtx, cancel := r.o.seedCtx(ctx)
+			var err error
+			used, err = r.o.seed(seedCtx, l.Key, l.Kind, start)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("ratelimit: seed %q: %w", l.Key, err)
+			}
 		}
 		_, end := periodBounds(l.Kind, start.UnixNano())
 		_, field := splitKey(l.Key)
-		todo = append(todo, seeded{
-			key:   keys[i],
-			field: quotaField(field, l.Kind, start),
-			used:  max(used, 0),
-			until: time.Unix(0, end).Add(quotaGrace).UnixMilli(),
-		})
+		owners = append(owners, keys[i])
+		args = append(args, quotaField(field, l.Kind, start), max(used, 0), time.Unix(0, end).Add(quotaGrace).UnixMilli())
 	}
 	return r.do(ctx, func(ctx context.Context) error {
-		for _, s := range todo {
-			if err := seedScript.Run(ctx, r.client, []string{s.key}, s.field, s.used, s.until).Err(); err != nil {
-				return err
-			}
-		}
-		return nil
+		return seedScript.Run(ctx, r.client, owners, args...).Err()
 	})
 }
 
@@ -488,9 +469,12 @@ func openDecision(limits []Limit, now int64, d *Decision) {
 	}
 }
 
-// addIfExists adds to a quota counter only if it survived: a counter that is gone is refilled
-// by Seed from the database, which already counted those requests.
+// addIfExists adds to a quota counter (field ARGV[1] of hash KEYS[1]) only if it survived: a
+// counter that is gone is refilled by Seed from the database, which already counted those
+// requests (and HINCRBY would make a refund's counter negative).
 const addIfExists = `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) end return -1`
+
+var addIfExistsScript = redis.NewScript(addIfExists)
 
 // flushPending runs when the limiter tries Redis again after a failure: it adds the quota
 // usage the Local fallback allowed meanwhile to the Redis counters. On failure the usage stays

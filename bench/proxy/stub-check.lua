@@ -8,7 +8,7 @@
 local floor = math.floor
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out, o, a = {}, 0, 4
+local out, o, a = {}, 0, 3
 for _ = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[a])
   a = a + 2
