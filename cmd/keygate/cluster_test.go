@@ -127,11 +127,7 @@ func TestClusterExactQuotaAndPropagation(t *testing.T) {
 	rurl := redisURL(t)
 	pg := pgtest.URL(t)
 	secret := strings.Repeat("ef", 32)
-	var out strings.Builder
-	if err := run(context.Background(), []string{"root-key", "generate"}, env(nil), &out, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	root := strings.TrimSpace(out.String())
+	root := generateRootKey(t)
 	cfgFile := t.TempDir() + "/keygate.yaml"
 	os.WriteFile(cfgFile, []byte("ratelimit:\n  timeout: 2s\n"), 0o600)
 	vars := map[string]string{"KEYGATE_CONFIG": cfgFile, "KEYGATE_DATABASE_URL": pg, "KEYGATE_REDIS_URL": rurl, "KEYGATE_SECRET_KEY": secret,

@@ -61,11 +61,7 @@ func TestBinaryGatewayAndSIGHUP(t *testing.T) {
 	}
 	write("upstream_secret: ${UPSTREAM_SECRET}\nroutes:\n" + route("products", "/v1/products"))
 
-	var rk strings.Builder
-	if err := run(context.Background(), []string{"root-key", "generate"}, env(nil), &rk, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	root := strings.TrimSpace(rk.String())
+	root := generateRootKey(t)
 	proxy, adm := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--proxy-addr", proxy, "--admin-addr", adm, "--portal-addr", "",
 		"--database-url", "sqlite:"+filepath.Join(dir, "k.db"))

@@ -57,6 +57,23 @@ func env(m map[string]string) func(string) (string, bool) {
 	}
 }
 
+// generateRootKey runs `keygate root-key generate` and returns the key it prints.
+func generateRootKey(t *testing.T) string {
+	t.Helper()
+	var out strings.Builder
+	if err := run(context.Background(), []string{"root-key", "generate"}, env(nil), &out, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// adminOnly is the environment of a node on a SQLite database in dir that serves only the admin
+// API, on a random port, with the root key rk.
+func adminOnly(dir, rk string) map[string]string {
+	return map[string]string{"KEYGATE_DATABASE_URL": "sqlite:" + filepath.Join(dir, "k.db"), "KEYGATE_ROOT_KEY": rk,
+		"KEYGATE_PROXY_ADDR": "", "KEYGATE_ADMIN_ADDR": "127.0.0.1:0", "KEYGATE_PORTAL_ADDR": ""}
+}
+
 // start runs keygate serve with the given environment (random ports unless set).
 func start(t *testing.T, vars map[string]string) *node {
 	t.Helper()
@@ -244,14 +261,8 @@ func TestBadSettingsExitTwo(t *testing.T) {
 
 func TestRevokedRootKeyRefusesStart(t *testing.T) {
 	dir := t.TempDir()
-	vars := map[string]string{"KEYGATE_DATABASE_URL": "sqlite:" + filepath.Join(dir, "k.db"),
-		"KEYGATE_PROXY_ADDR": "", "KEYGATE_ADMIN_ADDR": "127.0.0.1:0", "KEYGATE_PORTAL_ADDR": ""}
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"root-key", "generate"}, env(vars), &out, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	rk := strings.TrimSpace(out.String())
-	vars["KEYGATE_ROOT_KEY"] = rk
+	rk := generateRootKey(t)
+	vars := adminOnly(dir, rk)
 	n := start(t, vars)
 	c := admin.NewClient("http://"+n.addrs.Admin, rk)
 	ctx := context.Background()
@@ -455,14 +466,8 @@ func TestAuditSinkGetsCommittedEntries(t *testing.T) {
 // durable daily counters), and an unreachable Redis does not stop the start.
 func TestRestartKeepsQuota(t *testing.T) {
 	dir := t.TempDir()
-	vars := map[string]string{"KEYGATE_DATABASE_URL": "sqlite:" + filepath.Join(dir, "k.db"),
-		"KEYGATE_PROXY_ADDR": "", "KEYGATE_ADMIN_ADDR": "127.0.0.1:0", "KEYGATE_PORTAL_ADDR": ""}
-	var out strings.Builder
-	if err := run(context.Background(), []string{"root-key", "generate"}, env(nil), &out, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	root := strings.TrimSpace(out.String())
-	vars["KEYGATE_ROOT_KEY"] = root
+	root := generateRootKey(t)
+	vars := adminOnly(dir, root)
 	n := start(t, vars)
 	ctx := context.Background()
 	c := admin.NewClient("http://"+n.addrs.Admin, root)
